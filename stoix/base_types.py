@@ -1,0 +1,64 @@
+"""Types shared by every system: observations, episode metrics and what a learner returns.
+
+Algorithm-specific types (a PPO transition, a DQN learner state) live in the system file.
+"""
+
+from typing import Any, Callable, Dict, NamedTuple
+
+import chex
+from jumanji.types import TimeStep  # noqa: F401  (re-exported: the one timestep type in Stoix)
+
+Params = Any
+OptState = Any
+Metrics = Dict[str, chex.Array]
+
+
+class Observation(NamedTuple):
+    """What every network sees.
+
+    `agent_view` is the environment's observation, `action_mask` marks legal actions (all ones
+    when the environment has none) and `step_count` is the step within the episode.
+    """
+
+    agent_view: chex.Array
+    action_mask: chex.Array
+    step_count: chex.Array
+
+
+class EpisodeMetrics(NamedTuple):
+    """Running return and length; `is_terminal_step` marks the step an episode finished on.
+
+    Only entries where `is_terminal_step` is true describe whole episodes.
+    """
+
+    episode_return: chex.Array
+    episode_length: chex.Array
+    is_terminal_step: chex.Array
+
+
+class ExperimentOutput(NamedTuple):
+    """What one compiled call of a learner returns."""
+
+    learner_state: Any
+    episode_metrics: EpisodeMetrics
+    train_metrics: Metrics
+
+
+class ActorApply(NamedTuple):
+    """A policy a system hands to the evaluator.
+
+    `act(eval_params, observation, key, greedy)` returns an action for one batch of
+    observations; `eval_params(learner_state)` picks from the replicated learner state what
+    `act` needs (one replica of the actor parameters and any observation statistics).
+    """
+
+    act: Callable[[Any, Observation, chex.PRNGKey, bool], chex.Array]
+    eval_params: Callable[[Any], Any]
+
+
+class SystemSetup(NamedTuple):
+    """Everything the shared experiment loop needs from a system file."""
+
+    learn: Callable[[Any], ExperimentOutput]  # pmapped; learner_state -> ExperimentOutput
+    learner_state: Any  # leaves shaped (devices, update_batch, ...)
+    actor: ActorApply

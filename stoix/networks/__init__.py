@@ -1,0 +1,1 @@
+"""Torsos, heads and the actor/critic modules that combine them."""

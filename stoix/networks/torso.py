@@ -1,0 +1,76 @@
+"""Torsos: the shared body of a network, chosen in `configs/network/` by `_target_`."""
+
+from typing import Sequence
+
+import chex
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+from flax.linen.initializers import orthogonal
+
+ACTIVATIONS = {
+    "relu": nn.relu,
+    "tanh": nn.tanh,
+    "silu": nn.silu,
+    "elu": nn.elu,
+    "gelu": nn.gelu,
+    "leaky_relu": nn.leaky_relu,
+}
+
+
+def parse_activation(name: str) -> callable:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation={name!r} is not known; choose one of {sorted(ACTIVATIONS)}.")
+    return ACTIVATIONS[name]
+
+
+class MLPTorso(nn.Module):
+    """Dense layers, each followed by optional layer norm and the activation."""
+
+    layer_sizes: Sequence[int]
+    activation: str = "relu"
+    use_layer_norm: bool = False
+    activate_final: bool = True
+
+    @nn.compact
+    def __call__(self, x: chex.Array) -> chex.Array:
+        act = parse_activation(self.activation)
+        for i, size in enumerate(self.layer_sizes):
+            x = nn.Dense(size, kernel_init=orthogonal(np.sqrt(2.0)))(x)
+            if self.use_layer_norm:
+                x = nn.LayerNorm(use_scale=False)(x)
+            if self.activate_final or i < len(self.layer_sizes) - 1:
+                x = act(x)
+        return x
+
+
+class CNNTorso(nn.Module):
+    """Convolutions over (..., H, W, C) images, flattened, then an optional MLP."""
+
+    channel_sizes: Sequence[int]
+    kernel_sizes: Sequence[int]
+    strides: Sequence[int]
+    activation: str = "relu"
+    use_layer_norm: bool = False
+    hidden_sizes: Sequence[int] = ()
+
+    @nn.compact
+    def __call__(self, x: chex.Array) -> chex.Array:
+        if not len(self.channel_sizes) == len(self.kernel_sizes) == len(self.strides):
+            raise ValueError(
+                "network CNNTorso: channel_sizes, kernel_sizes and strides must have the same "
+                f"length, got {len(self.channel_sizes)}, {len(self.kernel_sizes)}, "
+                f"{len(self.strides)}."
+            )
+        act = parse_activation(self.activation)
+        batch_shape = x.shape[:-3]
+        x = x.reshape((-1, *x.shape[-3:]))
+        for channels, kernel, stride in zip(self.channel_sizes, self.kernel_sizes, self.strides):
+            x = nn.Conv(channels, (kernel, kernel), (stride, stride))(x)
+            if self.use_layer_norm:
+                x = nn.LayerNorm(reduction_axes=(-3, -2, -1))(x)
+            x = act(x)
+        x = x.reshape((*batch_shape, -1))
+        if self.hidden_sizes:
+            x = MLPTorso(self.hidden_sizes, self.activation, self.use_layer_norm)(x)
+        return jnp.asarray(x)

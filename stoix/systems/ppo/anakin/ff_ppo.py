@@ -1,0 +1,328 @@
+"""Proximal Policy Optimisation (Schulman et al., 2017, arXiv:1707.06347) on Anakin.
+
+A clipped-surrogate actor and a value critic trained on rollouts of vectorised JAX
+environments, with truncation-aware GAE: a time-limit end bootstraps from the true final
+observation, a termination does not. Environment stepping and learning compile into one
+program: `pmap` over devices, `vmap` over update batches, `lax.scan` over updates.
+
+The policy head comes from the network config, so the same file trains discrete
+(`network=mlp`) and continuous (`network=mlp_continuous`, see ff_ppo_continuous.py) agents.
+
+    python stoix/systems/ppo/anakin/ff_ppo.py env=gymnax/acrobot system.rollout_length=32
+"""
+
+import functools
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+
+import chex
+import hydra
+import jax
+import jax.numpy as jnp
+import optax
+import rlax
+from omegaconf import DictConfig
+
+from stoix.base_types import ActorApply, ExperimentOutput, Observation, SystemSetup
+from stoix.networks.base import make_actor, make_critic
+from stoix.utils.config import CONFIG_DIR, require
+from stoix.utils.experiment import init_learner_state, run_from_cli
+from stoix.utils.multistep import truncated_gae
+from stoix.utils.running_statistics import (
+    RunningStatistics,
+    init_statistics,
+    normalize,
+    update_statistics,
+)
+from stoix.utils.sizes import AnakinSizes
+
+
+class ActorCriticParams(NamedTuple):
+    actor: Any
+    critic: Any
+
+
+class LearnerState(NamedTuple):
+    params: ActorCriticParams
+    opt_state: optax.OptState
+    key: chex.PRNGKey
+    env_state: Any
+    timestep: Any
+    obs_norm: Optional[RunningStatistics] = None  # None unless system.normalize_observations
+
+
+class PPOTransition(NamedTuple):
+    obs: Observation  # raw observation acted on
+    action: chex.Array
+    log_prob: chex.Array
+    reward: chex.Array
+    discount: chex.Array  # 0 on termination, 1 otherwise (truncation included)
+    done: chex.Array  # the episode ended here, terminated or truncated
+    next_obs: Observation  # true next observation (the final one when the episode ended)
+    episode_metrics: Any
+
+
+class PPOBatch(NamedTuple):
+    obs: Observation
+    action: chex.Array
+    log_prob: chex.Array
+    value: chex.Array
+    advantage: chex.Array
+    target: chex.Array
+
+
+class EvalParams(NamedTuple):
+    actor: Any
+    obs_norm: Optional[RunningStatistics]
+
+
+class _UpdateCarry(NamedTuple):
+    params: ActorCriticParams
+    opt_state: optax.OptState
+    key: chex.PRNGKey
+
+
+def _normalize_obs(obs_norm: Optional[RunningStatistics], obs: Observation) -> Observation:
+    return obs._replace(agent_view=normalize(obs_norm, obs.agent_view))
+
+
+# ALGO LOGIC: the losses. Module-level so tests can call them with hand-made batches.
+def actor_loss(
+    actor_params: Any,
+    batch: PPOBatch,
+    *,
+    apply_fn: Callable,
+    clip_eps: float,
+    ent_coef: float,
+    standardize_advantages: bool,
+) -> Tuple[chex.Array, Dict[str, chex.Array]]:
+    """Clipped surrogate objective minus an entropy bonus (rlax's clipped surrogate)."""
+    pi = apply_fn(actor_params, batch.obs)
+    log_prob = pi.log_prob(batch.action)
+    advantage = batch.advantage
+    if standardize_advantages:
+        advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
+    ratio = jnp.exp(log_prob - batch.log_prob)
+    policy_loss = rlax.clipped_surrogate_pg_loss(ratio, advantage, clip_eps)
+    entropy = pi.entropy().mean()
+    metrics = {
+        "actor_loss": policy_loss,
+        "entropy": entropy,
+        "approx_kl": jnp.mean((ratio - 1.0) - (log_prob - batch.log_prob)),
+        "clip_fraction": jnp.mean(jnp.abs(ratio - 1.0) > clip_eps),
+    }
+    return policy_loss - ent_coef * entropy, metrics
+
+
+def critic_loss(
+    critic_params: Any,
+    batch: PPOBatch,
+    *,
+    apply_fn: Callable,
+    clip_eps: float,
+    clip_value: bool,
+) -> Tuple[chex.Array, Dict[str, chex.Array]]:
+    """Squared error to the GAE targets, optionally clipped around the old values."""
+    value = apply_fn(critic_params, batch.obs)
+    loss = jnp.square(value - batch.target)
+    if clip_value:
+        clipped = batch.value + jnp.clip(value - batch.value, -clip_eps, clip_eps)
+        loss = jnp.maximum(loss, jnp.square(clipped - batch.target))
+    loss = 0.5 * jnp.mean(loss)
+    return loss, {"value_loss": loss}
+
+
+def ppo_loss(
+    params: ActorCriticParams,
+    batch: PPOBatch,
+    *,
+    actor_loss_fn: Callable,
+    critic_loss_fn: Callable,
+    vf_coef: float,
+) -> Tuple[chex.Array, Dict[str, chex.Array]]:
+    a_loss, a_metrics = actor_loss_fn(params.actor, batch)
+    c_loss, c_metrics = critic_loss_fn(params.critic, batch)
+    return a_loss + vf_coef * c_loss, {**a_metrics, **c_metrics}
+
+
+def get_learner_fn(
+    env: Any,
+    actor_apply: Callable,
+    critic_apply: Callable,
+    optimizer: optax.GradientTransformation,
+    sizes: AnakinSizes,
+    config: DictConfig,
+) -> Callable[[LearnerState], ExperimentOutput]:
+    """One slot's learner: `num_updates_per_eval` updates, each a rollout then PPO epochs."""
+    cfg = config.system
+    norm_obs = bool(cfg.normalize_observations)
+    batch_size = sizes.rollout_length * sizes.num_envs
+    minibatch_size = batch_size // int(cfg.num_minibatches)
+    loss_fn = functools.partial(
+        ppo_loss,
+        actor_loss_fn=functools.partial(
+            actor_loss,
+            apply_fn=actor_apply,
+            clip_eps=float(cfg.clip_eps),
+            ent_coef=float(cfg.ent_coef),
+            standardize_advantages=bool(cfg.standardize_advantages),
+        ),
+        critic_loss_fn=functools.partial(
+            critic_loss,
+            apply_fn=critic_apply,
+            clip_eps=float(cfg.clip_eps),
+            clip_value=bool(cfg.clip_value_loss),
+        ),
+        vf_coef=float(cfg.vf_coef),
+    )
+
+    def _env_step(state: LearnerState, _: Any) -> Tuple[LearnerState, PPOTransition]:
+        # SELECT ACTION
+        key, policy_key = jax.random.split(state.key)
+        obs = state.timestep.observation
+        pi = actor_apply(state.params.actor, _normalize_obs(state.obs_norm, obs))
+        action = pi.sample(seed=policy_key)
+        log_prob = pi.log_prob(action)
+
+        # STEP ENVIRONMENT
+        env_state, timestep = env.step(state.env_state, action)
+        transition = PPOTransition(
+            obs=obs,
+            action=action,
+            log_prob=log_prob,
+            reward=timestep.reward,
+            discount=timestep.discount,
+            done=timestep.last(),
+            next_obs=timestep.extras["next_obs"],
+            episode_metrics=timestep.extras["episode_metrics"],
+        )
+        return state._replace(key=key, env_state=env_state, timestep=timestep), transition
+
+    def _update_minibatch(carry: _UpdateCarry, minibatch: PPOBatch) -> Tuple[_UpdateCarry, Dict]:
+        grads, metrics = jax.grad(loss_fn, has_aux=True)(carry.params, minibatch)
+        # NOTE: every replica must take the same step: average over update batches, then devices.
+        grads, metrics = jax.lax.pmean((grads, metrics), axis_name="batch")
+        grads, metrics = jax.lax.pmean((grads, metrics), axis_name="device")
+        updates, opt_state = optimizer.update(grads, carry.opt_state, carry.params)
+        params = optax.apply_updates(carry.params, updates)
+        return carry._replace(params=params, opt_state=opt_state), metrics
+
+    def _update_epoch(carry: _UpdateCarry, batch: PPOBatch) -> Tuple[_UpdateCarry, Dict]:
+        key, shuffle_key = jax.random.split(carry.key)
+        permutation = jax.random.permutation(shuffle_key, batch_size)
+        minibatches = jax.tree.map(
+            lambda x: x[permutation].reshape(-1, minibatch_size, *x.shape[1:]), batch
+        )
+        carry, metrics = jax.lax.scan(_update_minibatch, carry._replace(key=key), minibatches)
+        return carry, metrics
+
+    def _update_step(state: LearnerState, _: Any) -> Tuple[LearnerState, Tuple[Any, Dict]]:
+        # COLLECT ROLLOUT: leaves shaped (rollout_length, num_envs, ...)
+        state, traj = jax.lax.scan(_env_step, state, None, sizes.rollout_length)
+
+        # CALCULATE ADVANTAGE: values of all observations in two batched calls
+        critic_params = state.params.critic
+        v_tm1 = critic_apply(critic_params, _normalize_obs(state.obs_norm, traj.obs))
+        v_t = critic_apply(critic_params, _normalize_obs(state.obs_norm, traj.next_obs))
+        advantage, target = truncated_gae(
+            traj.reward,
+            float(cfg.gamma) * traj.discount,
+            v_tm1,
+            v_t,
+            traj.done,
+            float(cfg.gae_lambda),
+        )
+
+        # UPDATE NETWORKS: `epochs` passes over shuffled minibatches
+        batch = PPOBatch(
+            obs=_normalize_obs(state.obs_norm, traj.obs),
+            action=traj.action,
+            log_prob=traj.log_prob,
+            value=v_tm1,
+            advantage=advantage,
+            target=target,
+        )
+        batch = jax.tree.map(lambda x: x.reshape(batch_size, *x.shape[2:]), batch)
+        carry = _UpdateCarry(state.params, state.opt_state, state.key)
+        carry, metrics = jax.lax.scan(
+            lambda c, _: _update_epoch(c, batch), carry, None, int(cfg.epochs)
+        )
+        obs_norm = state.obs_norm
+        if norm_obs:
+            # Statistics change after the epochs, so each rollout is acted on and learned
+            # from with the same normalisation (the first ratio is exactly 1).
+            obs_norm = update_statistics(obs_norm, traj.obs.agent_view, ("batch", "device"))
+        state = state._replace(
+            params=carry.params, opt_state=carry.opt_state, key=carry.key, obs_norm=obs_norm
+        )
+        return state, (traj.episode_metrics, jax.tree.map(jnp.mean, metrics))
+
+    def learner_fn(state: LearnerState) -> ExperimentOutput:
+        state, (episode_metrics, train_metrics) = jax.lax.scan(
+            _update_step, state, None, sizes.num_updates_per_eval
+        )
+        return ExperimentOutput(state, episode_metrics, train_metrics)
+
+    return learner_fn
+
+
+def learner_setup(env: Any, config: DictConfig, sizes: AnakinSizes, key: chex.PRNGKey) -> SystemSetup:
+    """Validate PPO's sizes, build networks and optimiser, and initialise every replica."""
+    cfg = config.system
+    batch_size = sizes.rollout_length * sizes.num_envs
+    num_minibatches = int(cfg.num_minibatches)
+    require(
+        num_minibatches >= 1 and batch_size % num_minibatches == 0,
+        f"system.num_minibatches={num_minibatches} must divide the per-slot batch "
+        f"system.rollout_length*arch.total_num_envs/(devices*arch.update_batch_size)="
+        f"{sizes.rollout_length}*{sizes.num_envs}={batch_size}.",
+    )
+
+    actor = make_actor(config.network.actor_network, env.action_spec)
+    critic = make_critic(config.network.critic_network)
+    num_gradient_steps = sizes.num_updates * int(cfg.epochs) * num_minibatches
+    learning_rate = (
+        optax.linear_schedule(float(cfg.learning_rate), 0.0, num_gradient_steps)
+        if cfg.decay_learning_rates
+        else float(cfg.learning_rate)
+    )
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(float(cfg.max_grad_norm)),
+        optax.adam(learning_rate, eps=1e-5),
+    )
+    obs_spec = env.observation_spec
+
+    def init_fn(params_key: chex.PRNGKey, slot_key: chex.PRNGKey) -> LearnerState:
+        actor_key, critic_key = jax.random.split(params_key)
+        dummy_obs = jax.tree.map(lambda s: jnp.zeros((1, *s.shape), s.dtype), obs_spec.generate_value())
+        params = ActorCriticParams(actor.init(actor_key, dummy_obs), critic.init(critic_key, dummy_obs))
+        env_key, key = jax.random.split(slot_key)
+        env_state, timestep = env.reset(jax.random.split(env_key, sizes.num_envs))
+        obs_norm = init_statistics(obs_spec.agent_view.shape) if cfg.normalize_observations else None
+        return LearnerState(params, optimizer.init(params), key, env_state, timestep, obs_norm)
+
+    learner_fn = get_learner_fn(env, actor.apply, critic.apply, optimizer, sizes, config)
+    learn = jax.pmap(
+        jax.vmap(learner_fn, axis_name="batch"), axis_name="device", donate_argnums=0
+    )
+
+    def act(eval_params: EvalParams, observation: Observation, key: chex.PRNGKey, greedy: bool) -> chex.Array:
+        pi = actor.apply(eval_params.actor, _normalize_obs(eval_params.obs_norm, observation))
+        return pi.mode() if greedy else pi.sample(seed=key)
+
+    def eval_params(state: LearnerState) -> EvalParams:
+        return EvalParams(state.params.actor, state.obs_norm)
+
+    return SystemSetup(
+        learn=learn,
+        learner_state=init_learner_state(init_fn, key, sizes),
+        actor=ActorApply(act=act, eval_params=eval_params),
+    )
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="default/anakin/default_ff_ppo", version_base="1.3")
+def hydra_entry_point(cfg: DictConfig) -> float:
+    return run_from_cli(cfg, learner_setup)
+
+
+if __name__ == "__main__":
+    hydra_entry_point()

@@ -1,0 +1,102 @@
+"""Save and restore the whole learner state with orbax, so a stopped run resumes exactly.
+
+A checkpoint holds the learner state (parameters, optimiser states, environment states, keys,
+observation statistics: every leaf, as host arrays), the best evaluation parameters kept for
+the absolute metric, and a small JSON record (evaluation rounds done, steps, best return).
+Checkpoints are numbered by evaluation round; the last `max_to_keep` are kept.
+"""
+
+from pathlib import Path
+from typing import Any, Dict, NamedTuple, Optional
+
+import jax
+import numpy as np
+
+from stoix.utils.config import StoixConfigError
+
+
+class Restored(NamedTuple):
+    learner_state: Any
+    best_params: Any
+    meta: Dict[str, Any]
+
+
+def _host(tree: Any) -> Any:
+    return jax.tree.map(lambda x: np.asarray(x), jax.device_get(tree))
+
+
+class Checkpointer:
+    """Writes one checkpoint per evaluation round under `directory`."""
+
+    def __init__(self, directory: Path, max_to_keep: int):
+        import orbax.checkpoint as ocp
+
+        self._ocp = ocp
+        self.directory = Path(directory).resolve()
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False
+        )
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def save(self, round_index: int, learner_state: Any, best_params: Any, meta: Dict[str, Any]) -> None:
+        ocp = self._ocp
+        self._manager.save(
+            round_index,
+            args=ocp.args.Composite(
+                learner_state=ocp.args.StandardSave(_host(learner_state)),
+                best_params=ocp.args.StandardSave(_host(best_params)),
+                meta=ocp.args.JsonSave(meta),
+            ),
+        )
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.close()
+
+
+def restore(path: str, step: Optional[int], learner_state_like: Any, best_params_like: Any) -> Restored:
+    """Read a checkpoint written by `Checkpointer`; the `*_like` trees give the structure.
+
+    Raises StoixConfigError (naming `logger.checkpointing.load_path`) when the directory is
+    missing, holds no checkpoint, or the checkpoint cannot be read into this run's structure.
+    """
+    directory = Path(path).expanduser().resolve()
+    key = "logger.checkpointing.load_path"
+    if not directory.is_dir():
+        raise StoixConfigError(
+            f"{key}={path}: no such directory. Point it at the checkpoint directory a run "
+            "printed when it started with logger.checkpointing.save_model=True."
+        )
+    import orbax.checkpoint as ocp
+
+    manager = ocp.CheckpointManager(
+        directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False)
+    )
+    steps = manager.all_steps()
+    if not steps:
+        raise StoixConfigError(f"{key}={path}: the directory holds no Stoix checkpoint.")
+    if step is None:
+        step = max(steps)
+    if step not in steps:
+        raise StoixConfigError(
+            f"logger.checkpointing.load_step={step} is not in {path}; available: {sorted(steps)}."
+        )
+    try:
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                learner_state=ocp.args.StandardRestore(_host(learner_state_like)),
+                best_params=ocp.args.StandardRestore(_host(best_params_like)),
+                meta=ocp.args.JsonRestore(),
+            ),
+        )
+    except Exception as e:  # orbax raises many types for unreadable or mismatched data
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise StoixConfigError(
+            f"{key}={path}: checkpoint {step} could not be read ({type(e).__name__}: "
+            f"{first_line[:200]}). It is corrupt or was written by a run with a different "
+            "system, network or arch.total_num_envs/update_batch_size/devices."
+        ) from None
+    finally:
+        manager.close()
+    return Restored(restored.learner_state, restored.best_params, dict(restored.meta))

@@ -1,0 +1,36 @@
+"""Where the configs live, and how errors in them are reported."""
+
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+# Every entry point finds `configs/` from this file, so scripts run from any directory and
+# tests compose exactly the configs the scripts use.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = str(REPO_ROOT / "configs")
+
+
+class StoixConfigError(ValueError):
+    """A config value that cannot work; the message names the key, the value and the fix."""
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise StoixConfigError(message)
+
+
+def check_divisible(key: str, value: int, divisor: int, divisor_desc: str) -> int:
+    """`value // divisor`, or a StoixConfigError naming `key` when it does not divide."""
+    require(
+        divisor > 0 and value % divisor == 0,
+        f"{key}={value} must be divisible by {divisor_desc}={divisor}; "
+        f"set {key} to a multiple of {divisor}.",
+    )
+    return value // divisor
+
+
+def compose_config(config_name: str, overrides: Optional[Sequence[str]] = None) -> Any:
+    """Compose an entry config exactly as its script would (for tests and notebooks)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name=config_name, overrides=list(overrides or []))

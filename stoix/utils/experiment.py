@@ -1,0 +1,208 @@
+"""The experiment loop every Anakin system shares: train -> evaluate -> log -> checkpoint.
+
+A system file provides `learner_setup(env, cfg, sizes, key) -> SystemSetup`; this module
+validates the config, builds environments, compiles once, runs `arch.num_evaluation` rounds,
+re-evaluates the best parameters for the absolute metric and prints a one-line summary.
+A researcher who needs a different loop copies this file next to the system.
+"""
+
+import copy
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from omegaconf import DictConfig
+
+from stoix.base_types import SystemSetup
+from stoix.evaluator import make_evaluator
+from stoix.utils.checkpointing import Checkpointer, restore
+from stoix.utils.config import StoixConfigError, require
+from stoix.utils.logger import LogEvent, StoixLogger, describe, validate_logger_config
+from stoix.utils.sizes import AnakinSizes, anakin_sizes
+from stoix.wrappers import make_env
+
+SetupFn = Callable[[Any, DictConfig, AnakinSizes, jax.Array], SystemSetup]
+
+
+def init_learner_state(init_fn: Callable, key: jax.Array, sizes: AnakinSizes) -> Any:
+    """Build the learner state for every (device, update batch) slot in one compiled call.
+
+    `init_fn(params_key, slot_key)` builds one slot's state; `params_key` is shared so every
+    replica starts from the same parameters, `slot_key` differs so environments and sampling
+    differ. Leaves come out shaped (devices, update_batch, ...), already on their devices.
+    """
+    params_key, slots_key = jax.random.split(key)
+    slot_keys = jax.random.split(slots_key, sizes.num_devices * sizes.update_batch_size)
+    slot_keys = slot_keys.reshape(sizes.num_devices, sizes.update_batch_size, -1)
+    init = jax.pmap(jax.vmap(init_fn, in_axes=(None, 0)), in_axes=(None, 0), axis_name="device")
+    return init(params_key, slot_keys)
+
+
+def _eval_step_cap(cfg: DictConfig, eval_env: Any) -> int:
+    if cfg.arch.eval_step_cap is not None:
+        cap = int(cfg.arch.eval_step_cap)
+        require(cap >= 1, f"arch.eval_step_cap={cap} must be >= 1.")
+        return cap
+    return int(getattr(eval_env, "max_episode_steps", 10_000))
+
+
+def _episode_stats(episode_metrics: Any) -> Dict[str, float]:
+    """Summaries over the episodes that finished during training (others are partial)."""
+    metrics = jax.device_get(episode_metrics)
+    done = np.asarray(metrics.is_terminal_step, bool)
+    out = {}
+    for name in ("episode_return", "episode_length"):
+        for stat, value in describe(np.asarray(getattr(metrics, name))[done]).items():
+            out[f"{name}_{stat}"] = value
+    return out
+
+
+def run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
+    """Run one experiment and return its evaluation metric (the absolute metric if enabled).
+
+    Raises StoixConfigError, before anything compiles, for a config that cannot work.
+    """
+    cfg = copy.deepcopy(cfg)  # nothing below may change the caller's config
+    sizes = anakin_sizes(cfg.arch, int(cfg.system.rollout_length), jax.device_count())
+    validate_logger_config(cfg)
+    ckpt_cfg = cfg.logger.checkpointing
+    require(
+        not ckpt_cfg.load_model or ckpt_cfg.load_path is not None,
+        "logger.checkpointing.load_model=True needs logger.checkpointing.load_path=<dir>.",
+    )
+    env, eval_env = make_env(cfg.env)
+    step_cap = _eval_step_cap(cfg, eval_env)
+    key, setup_key, eval_key = jax.random.split(jax.random.PRNGKey(int(cfg.arch.seed)), 3)
+
+    print(f"Stoix {cfg.system.system_name} on {cfg.env.env_name}/{cfg.env.scenario.name}")
+    print(sizes.describe(), flush=True)
+    for warning in sizes.warnings():
+        print(f"WARNING: {warning}", flush=True)
+
+    setup = learner_setup(env, cfg, sizes, setup_key)
+    learner_state = setup.learner_state
+    best_params = jax.device_get(setup.actor.eval_params(learner_state))
+    best_return, best_round, start_round = -np.inf, -1, 0
+    if ckpt_cfg.load_model:
+        restored = restore(ckpt_cfg.load_path, ckpt_cfg.load_step, learner_state, best_params)
+        learner_state = jax.tree.map(
+            lambda new, like: jax.device_put(new, like.sharding), restored.learner_state, learner_state
+        )
+        best_params = restored.best_params
+        start_round = int(restored.meta["rounds_done"])
+        best_return = float(restored.meta["best_return"])
+        best_round = int(restored.meta["best_round"])
+        print(f"Resumed from {ckpt_cfg.load_path} after round {start_round}.", flush=True)
+
+    logger = StoixLogger(cfg)
+    checkpointer: Optional[Checkpointer] = None
+    if ckpt_cfg.save_model:
+        save_dir = ckpt_cfg.save_dir or Path(cfg.logger.base_exp_path) / "checkpoints" / logger.run_name
+        checkpointer = Checkpointer(Path(save_dir), int(ckpt_cfg.max_to_keep))
+        print(f"Checkpoints: {checkpointer.directory}", flush=True)
+
+    evaluate = make_evaluator(
+        eval_env, setup.actor.act, sizes.eval_episodes_per_device, bool(cfg.arch.evaluation_greedy), step_cap
+    )
+    start = time.perf_counter()
+    learn = setup.learn.lower(learner_state).compile()
+    compile_s = time.perf_counter() - start
+    logger.log({"compile_s": compile_s}, sizes.steps_per_eval * start_round, LogEvent.MISC)
+
+    train_s, round_s = 0.0, []
+    eval_return = float("nan")
+    for round_index in range(start_round, sizes.num_evaluation):
+        round_start = time.perf_counter()
+        output = learn(learner_state)
+        jax.block_until_ready(output)
+        learn_s = time.perf_counter() - round_start
+        train_s += learn_s
+        learner_state = output.learner_state
+        steps = (round_index + 1) * sizes.steps_per_eval
+
+        # EVALUATE
+        eval_params = setup.actor.eval_params(learner_state)
+        result = jax.device_get(evaluate(eval_params, jax.random.fold_in(eval_key, round_index)))
+        eval_return = float(np.mean(result.episode_return))
+        if eval_return > best_return:
+            best_return, best_round = eval_return, round_index
+            best_params = jax.device_get(eval_params)
+        round_s.append(time.perf_counter() - round_start)
+
+        # LOG
+        rounds_left = sizes.num_evaluation - round_index - 1
+        act_metrics = _episode_stats(output.episode_metrics)
+        act_metrics.update(
+            steps_per_second=sizes.steps_per_eval / learn_s,
+            progress=steps / sizes.total_timesteps,
+            eta_s=float(np.mean(round_s)) * rounds_left,
+        )
+        logger.log(act_metrics, steps, LogEvent.ACT)
+        train_metrics = jax.device_get(output.train_metrics)
+        logger.log({k: float(np.mean(v)) for k, v in train_metrics.items()}, steps, LogEvent.TRAIN)
+        eval_metrics: Dict[str, Any] = {
+            "episode_return": np.ravel(result.episode_return),
+            "episode_length": np.ravel(result.episode_length),
+        }
+        eval_metrics.update({f"episode_return_{k}": v for k, v in describe(result.episode_return).items()})
+        eval_metrics["episode_length_mean"] = float(np.mean(result.episode_length))
+        logger.log(eval_metrics, steps, LogEvent.EVAL)
+        num_capped = int(np.sum(result.num_capped))
+        if num_capped:
+            print(
+                f"WARNING: {num_capped} evaluation episodes were still running at the step cap "
+                f"({step_cap} steps, arch.eval_step_cap); their returns are partial.",
+                flush=True,
+            )
+
+        # CHECKPOINT
+        if checkpointer is not None:
+            meta = {
+                "rounds_done": round_index + 1,
+                "timesteps": steps,
+                "best_return": best_return,
+                "best_round": best_round,
+            }
+            checkpointer.save(round_index + 1, learner_state, best_params, meta)
+
+    metric_name = "episode_return"
+    final_metric, source = eval_return, "final evaluation"
+    if cfg.arch.absolute_metric and best_round >= 0:
+        absolute = make_evaluator(
+            eval_env,
+            setup.actor.act,
+            10 * sizes.eval_episodes_per_device,
+            bool(cfg.arch.evaluation_greedy),
+            step_cap,
+        )
+        result = jax.device_get(absolute(best_params, jax.random.fold_in(eval_key, 1_000_003)))
+        final_metric = float(np.mean(result.episode_return))
+        source = f"absolute metric: best parameters (round {best_round + 1}) over {result.episode_return.size} episodes"
+        abs_metrics: Dict[str, Any] = {"episode_return": np.ravel(result.episode_return)}
+        abs_metrics.update({f"episode_return_{k}": v for k, v in describe(result.episode_return).items()})
+        logger.log(abs_metrics, sizes.total_timesteps, LogEvent.ABSOLUTE)
+    if checkpointer is not None:
+        checkpointer.close()
+    logger.stop()
+    sps = (sizes.num_evaluation - start_round) * sizes.steps_per_eval / max(train_s, 1e-9)
+    print(
+        f"RESULT {cfg.system.system_name} {cfg.env.scenario.name} seed={cfg.arch.seed}: "
+        f"{metric_name}={final_metric:.2f} ({source}); {sizes.total_timesteps} steps, "
+        f"{sps:,.0f} steps/s training, compile {compile_s:.1f}s",
+        flush=True,
+    )
+    return final_metric
+
+
+def run_from_cli(cfg: DictConfig, learner_setup: SetupFn) -> float:
+    """`run_experiment` for a script: a bad config ends the process with one line, not a
+    traceback."""
+    try:
+        return run_experiment(cfg, learner_setup)
+    except StoixConfigError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

@@ -1,0 +1,274 @@
+"""Logging to the console, JSON (marl-eval format), TensorBoard, Weights & Biases and Neptune.
+
+Each backend is switched on in `configs/logger/`. Metrics arrive tagged with an event:
+ACT (episodes finished while training), TRAIN (losses), EVAL (evaluation episodes),
+ABSOLUTE (the best parameters re-evaluated at the end) and MISC (timing and progress).
+Optional backends are imported only when switched on.
+"""
+
+import json
+import os
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from stoix.utils.config import StoixConfigError, require
+
+
+class LogEvent(Enum):
+    ACT = "actor"
+    TRAIN = "trainer"
+    EVAL = "evaluator"
+    ABSOLUTE = "absolute"
+    MISC = "misc"
+
+
+def describe(values: Any) -> Dict[str, float]:
+    """mean/std/min/max of an array of per-episode values (empty when there are none)."""
+    values = np.asarray(values, np.float64).reshape(-1)
+    if values.size == 0:
+        return {}
+    return {
+        "mean": float(values.mean()),
+        "std": float(values.std()),
+        "min": float(values.min()),
+        "max": float(values.max()),
+    }
+
+
+class BaseBackend:
+    def log(self, metrics: Dict[str, Any], step: int, event: LogEvent) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        pass
+
+
+class ConsoleBackend(BaseBackend):
+    """One readable line per event; `progress` and `eta_s` (MISC) lead the line."""
+
+    _COLOURS = {
+        LogEvent.ACT: "\033[94m",
+        LogEvent.TRAIN: "\033[95m",
+        LogEvent.EVAL: "\033[92m",
+        LogEvent.ABSOLUTE: "\033[96m",
+        LogEvent.MISC: "\033[93m",
+    }
+
+    def __init__(self) -> None:
+        self._colour = sys.stdout.isatty() and os.environ.get("NO_COLOR") is None
+
+    def log(self, metrics: Dict[str, Any], step: int, event: LogEvent) -> None:
+        parts = []
+        for key, value in metrics.items():
+            if isinstance(value, (list, np.ndarray)):
+                continue
+            if key.endswith("_mean") and key[: -len("_mean")] + "_std" in metrics:
+                base = key[: -len("_mean")]
+                parts.append(f"{base} {value:.2f}±{metrics[base + '_std']:.2f}")
+            elif key.endswith(("_std", "_min", "_max")):
+                continue
+            elif key == "eta_s":
+                parts.append(f"eta {_hms(value)}")
+            elif key == "progress":
+                parts.append(f"{100 * value:5.1f}%")
+            elif isinstance(value, float):
+                parts.append(f"{key} {value:.4g}")
+            else:
+                parts.append(f"{key} {value}")
+        tag = f"{event.name:<8}"
+        if self._colour:
+            tag = f"{self._COLOURS[event]}{tag}\033[0m"
+        print(f"{tag} step {step:>10,} | " + " | ".join(parts), flush=True)
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class JsonBackend(BaseBackend):
+    """The marl-eval layout, for rliable-style aggregation across runs:
+    {env: {task: {algorithm: {"seed_N": {"step_i": {"step_count": t, metric: [per episode]},
+    "absolute_metrics": {metric: [...]}}}}}}. Only EVAL and ABSOLUTE events are written."""
+
+    def __init__(self, path: Path, env_name: str, task_name: str, system_name: str, seed: int):
+        self._path = path
+        self._keys = (env_name, task_name, system_name, f"seed_{seed}")
+        self._data: Dict[str, Any] = {}
+        self._step_index = 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(self, metrics: Dict[str, Any], step: int, event: LogEvent) -> None:
+        if event not in (LogEvent.EVAL, LogEvent.ABSOLUTE):
+            return
+        run = self._data
+        for key in self._keys:
+            run = run.setdefault(key, {})
+        per_episode = {k: [float(x) for x in np.ravel(v)] for k, v in metrics.items()
+                       if isinstance(v, (list, np.ndarray))}
+        if event == LogEvent.EVAL:
+            run[f"step_{self._step_index}"] = {"step_count": int(step), **per_episode}
+            self._step_index += 1
+        else:
+            run["absolute_metrics"] = per_episode
+        tmp = self._path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._data, indent=1))
+        tmp.replace(self._path)
+
+
+class TensorboardBackend(BaseBackend):
+    def __init__(self, log_dir: Path):
+        from tensorboardX import SummaryWriter
+
+        self._writer = SummaryWriter(str(log_dir))
+
+    def log(self, metrics: Dict[str, Any], step: int, event: LogEvent) -> None:
+        for key, value in _scalars(metrics).items():
+            self._writer.add_scalar(f"{event.value}/{key}", value, step)
+
+    def stop(self) -> None:
+        self._writer.close()
+
+
+class WandbBackend(BaseBackend):
+    def __init__(self, cfg: DictConfig, run_dir: Path, run_name: str):
+        try:
+            import wandb
+        except ImportError as e:  # pragma: no cover - wandb is a core dependency
+            raise StoixConfigError("logger.use_wandb=True needs `wandb`: run `make install`.") from e
+        mode = cfg.logger.kwargs.wandb_mode
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self._run = wandb.init(
+            project=cfg.logger.kwargs.project,
+            entity=cfg.logger.kwargs.entity,
+            name=run_name,
+            tags=list(cfg.logger.kwargs.tags),
+            config=OmegaConf.to_container(cfg, resolve=True),
+            dir=str(run_dir),
+            mode=mode,
+            reinit=True,
+        )
+
+    def log(self, metrics: Dict[str, Any], step: int, event: LogEvent) -> None:
+        self._run.log({f"{event.value}/{k}": v for k, v in _scalars(metrics).items()}, step=step)
+
+    def stop(self) -> None:
+        self._run.finish()
+
+
+class NeptuneBackend(BaseBackend):
+    def __init__(self, cfg: DictConfig, run_dir: Path, run_name: str):
+        import neptune
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        # NOTE: Neptune writes its offline queue under the working directory's `.neptune`;
+        # switch there only for the call so the run's own working directory is untouched.
+        cwd = os.getcwd()
+        os.chdir(run_dir)
+        try:
+            self._run = neptune.init_run(
+                project=cfg.logger.kwargs.project,
+                name=run_name,
+                tags=list(cfg.logger.kwargs.tags),
+                mode=cfg.logger.kwargs.neptune_mode,
+                capture_hardware_metrics=False,
+                capture_stdout=False,
+                capture_stderr=False,
+            )
+        finally:
+            os.chdir(cwd)
+        self._run["config"] = _flat_config(OmegaConf.to_container(cfg, resolve=True))
+
+    def log(self, metrics: Dict[str, Any], step: int, event: LogEvent) -> None:
+        for key, value in _scalars(metrics).items():
+            self._run[f"{event.value}/{key}"].append(value, step=step)
+
+    def stop(self) -> None:
+        self._run.stop()
+
+
+def _scalars(metrics: Dict[str, Any]) -> Dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if not isinstance(v, (list, np.ndarray))}
+
+
+def _flat_config(tree: Any, prefix: str = "") -> Dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix[:-1]: str(tree) if not isinstance(tree, (int, float, bool)) else tree}
+    out: Dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flat_config(value, f"{prefix}{key}/"))
+    return out
+
+
+def validate_logger_config(cfg: DictConfig) -> None:
+    """Check before compiling that every backend switched on has what it needs."""
+    kwargs = cfg.logger.kwargs
+    if cfg.logger.use_wandb:
+        require(
+            kwargs.wandb_mode in ("online", "offline", "disabled"),
+            f"logger.kwargs.wandb_mode={kwargs.wandb_mode!r} must be online, offline or disabled.",
+        )
+        require(
+            kwargs.project is not None or kwargs.wandb_mode != "online",
+            "logger.use_wandb=True needs logger.kwargs.project=<your W&B project> "
+            "(or logger.kwargs.wandb_mode=offline to log without an account).",
+        )
+    if cfg.logger.use_neptune:
+        require(
+            kwargs.neptune_mode in ("async", "sync", "offline", "debug", "read-only"),
+            f"logger.kwargs.neptune_mode={kwargs.neptune_mode!r} must be async, sync, offline "
+            "or debug.",
+        )
+        online = kwargs.neptune_mode in ("async", "sync")
+        require(
+            not online or (kwargs.project is not None and "/" in str(kwargs.project)),
+            "logger.use_neptune=True needs logger.kwargs.project=<workspace>/<project> "
+            "(or logger.kwargs.neptune_mode=offline).",
+        )
+        require(
+            not online or os.environ.get("NEPTUNE_API_TOKEN"),
+            "logger.use_neptune=True needs the NEPTUNE_API_TOKEN environment variable "
+            "(or logger.kwargs.neptune_mode=offline).",
+        )
+
+
+class StoixLogger:
+    """Fans metrics out to every backend switched on in `cfg.logger`."""
+
+    def __init__(self, cfg: DictConfig):
+        validate_logger_config(cfg)
+        env_name = cfg.env.env_name
+        task_name = cfg.env.scenario.task_name
+        system_name = cfg.system.system_name
+        seed = int(cfg.arch.seed)
+        run_name = f"{system_name}_{env_name}_{task_name}_seed{seed}_{time.strftime('%Y%m%d-%H%M%S')}"
+        base = Path(cfg.logger.base_exp_path)
+        self.run_name = run_name
+        self._backends: List[BaseBackend] = []
+        if cfg.logger.use_console:
+            self._backends.append(ConsoleBackend())
+        if cfg.logger.use_json:
+            json_path = cfg.logger.kwargs.json_path
+            path = Path(json_path) if json_path else base / "json" / f"{run_name}.json"
+            self._backends.append(JsonBackend(path, env_name, task_name, system_name, seed))
+            self.json_path: Optional[Path] = path
+        if cfg.logger.use_tb:
+            self._backends.append(TensorboardBackend(base / "tensorboard" / run_name))
+        if cfg.logger.use_wandb:
+            self._backends.append(WandbBackend(cfg, base / "wandb", run_name))
+        if cfg.logger.use_neptune:
+            self._backends.append(NeptuneBackend(cfg, base / "neptune", run_name))
+
+    def log(self, metrics: Dict[str, Any], step: int, event: LogEvent) -> None:
+        for backend in self._backends:
+            backend.log(metrics, step, event)
+
+    def stop(self) -> None:
+        for backend in self._backends:
+            backend.stop()

@@ -1,0 +1,43 @@
+"""Multistep returns that know the difference between termination and truncation.
+
+Time runs along axis 0. For each step t the caller gives
+  r_t       reward received after acting at t,
+  d_t       discount for bootstrapping: gamma * (0 if the episode terminated at t else 1),
+  v_tm1     V(s_t), the value of the state acted in,
+  v_t       V(s_{t+1}), the value of the true next state; on the last step of a truncated
+            episode this is the value of its final observation, not of the reset state,
+  done_t    whether the episode ended at t (terminated or truncated): no trace crosses it.
+"""
+
+from typing import Tuple
+
+import chex
+import jax
+import jax.numpy as jnp
+
+
+def truncated_gae(
+    r_t: chex.Array,
+    d_t: chex.Array,
+    v_tm1: chex.Array,
+    v_t: chex.Array,
+    done_t: chex.Array,
+    gae_lambda: float,
+    unroll: int = 8,
+) -> Tuple[chex.Array, chex.Array]:
+    """Generalised advantage estimates and value targets, shapes (T, ...)."""
+    chex.assert_equal_shape([r_t, d_t, v_tm1, v_t, done_t])
+    delta_t = r_t + d_t * v_t - v_tm1
+    # NOTE: the trace decays with the bootstrap discount and is cut where an episode ends,
+    # so a truncated episode still bootstraps from v_t but never borrows from the next one.
+    decay_t = d_t * gae_lambda * (1.0 - done_t.astype(d_t.dtype))
+
+    def _backward(acc: chex.Array, xs: Tuple[chex.Array, chex.Array]) -> Tuple[chex.Array, chex.Array]:
+        delta, decay = xs
+        acc = delta + decay * acc
+        return acc, acc
+
+    _, advantages = jax.lax.scan(
+        _backward, jnp.zeros_like(delta_t[0]), (delta_t, decay_t), reverse=True, unroll=unroll
+    )
+    return advantages, advantages + v_tm1

@@ -1,0 +1,106 @@
+"""The timestep arithmetic of an Anakin run, computed once and validated before compiling.
+
+A run steps `total_num_envs` environments split evenly over devices and update batches.
+One update consumes `rollout_length * total_num_envs` environment steps; updates are grouped
+into `num_evaluation` rounds of `num_updates_per_eval`, so the steps actually run may be fewer
+than `arch.total_timesteps` (the run says so, with the exact count).
+"""
+
+import dataclasses
+from typing import Any, List
+
+from stoix.utils.config import check_divisible, require
+
+
+@dataclasses.dataclass(frozen=True)
+class AnakinSizes:
+    num_devices: int
+    update_batch_size: int
+    total_num_envs: int
+    num_envs: int  # environments per (device, update batch) slot
+    rollout_length: int
+    steps_per_update: int  # rollout_length * total_num_envs
+    num_updates: int
+    num_evaluation: int
+    num_updates_per_eval: int
+    steps_per_eval: int
+    total_timesteps: int  # what will actually run
+    requested_timesteps: int
+    num_eval_episodes: int
+    eval_episodes_per_device: int
+
+    def warnings(self) -> List[str]:
+        if self.total_timesteps == self.requested_timesteps:
+            return []
+        return [
+            f"arch.total_timesteps={self.requested_timesteps} is not a whole number of "
+            f"evaluation rounds; this run takes exactly {self.total_timesteps} environment steps "
+            f"({self.num_evaluation} rounds x {self.num_updates_per_eval} updates x "
+            f"{self.steps_per_update} steps). For an exact budget use a multiple of "
+            f"{self.steps_per_eval}."
+        ]
+
+    def describe(self) -> str:
+        rows = [
+            ("devices x update batch", f"{self.num_devices} x {self.update_batch_size}"),
+            ("envs per slot / total", f"{self.num_envs} / {self.total_num_envs}"),
+            ("steps per update", f"{self.steps_per_update}"),
+            ("updates (per evaluation)", f"{self.num_updates} ({self.num_updates_per_eval})"),
+            ("evaluations x episodes", f"{self.num_evaluation} x {self.num_eval_episodes}"),
+            ("environment steps", f"{self.total_timesteps}"),
+        ]
+        return "\n".join(f"  {name:<26}{value}" for name, value in rows)
+
+
+def anakin_sizes(arch: Any, rollout_length: int, num_devices: int) -> AnakinSizes:
+    """Derive and validate every size from `cfg.arch` (raises StoixConfigError)."""
+    update_batch_size = int(arch.update_batch_size)
+    require(update_batch_size >= 1, f"arch.update_batch_size={update_batch_size} must be >= 1.")
+    require(rollout_length >= 1, f"system.rollout_length={rollout_length} must be >= 1.")
+    total_num_envs = int(arch.total_num_envs)
+    num_envs = check_divisible(
+        "arch.total_num_envs",
+        total_num_envs,
+        num_devices * update_batch_size,
+        "devices*arch.update_batch_size",
+    )
+    require(num_envs >= 1, f"arch.total_num_envs={total_num_envs} must be >= 1.")
+    num_evaluation = int(arch.num_evaluation)
+    require(num_evaluation >= 1, f"arch.num_evaluation={num_evaluation} must be >= 1.")
+    steps_per_update = rollout_length * total_num_envs
+    if arch.num_updates is not None:
+        num_updates = int(arch.num_updates)
+        requested = num_updates * steps_per_update
+    else:
+        requested = int(float(arch.total_timesteps))
+        num_updates = requested // steps_per_update
+    require(
+        num_updates >= num_evaluation,
+        f"arch.total_timesteps={requested} is too small: one update takes "
+        f"system.rollout_length*arch.total_num_envs={steps_per_update} steps and "
+        f"arch.num_evaluation={num_evaluation} rounds need at least {num_evaluation} updates. "
+        f"Set arch.total_timesteps>={steps_per_update * num_evaluation} or lower "
+        f"arch.num_evaluation.",
+    )
+    num_updates_per_eval = num_updates // num_evaluation
+    num_eval_episodes = int(arch.num_eval_episodes)
+    eval_episodes_per_device = check_divisible(
+        "arch.num_eval_episodes", num_eval_episodes, num_devices, "the number of devices"
+    )
+    require(num_eval_episodes >= 1, f"arch.num_eval_episodes={num_eval_episodes} must be >= 1.")
+    return AnakinSizes(
+        num_devices=num_devices,
+        update_batch_size=update_batch_size,
+        total_num_envs=total_num_envs,
+        num_envs=num_envs,
+        rollout_length=rollout_length,
+        steps_per_update=steps_per_update,
+        num_updates=num_updates_per_eval * num_evaluation,
+        num_evaluation=num_evaluation,
+        num_updates_per_eval=num_updates_per_eval,
+        steps_per_eval=num_updates_per_eval * steps_per_update,
+        total_timesteps=num_updates_per_eval * num_evaluation * steps_per_update,
+        requested_timesteps=requested,
+        num_eval_episodes=num_eval_episodes,
+        eval_episodes_per_device=eval_episodes_per_device,
+    )

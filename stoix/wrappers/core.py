@@ -1,0 +1,135 @@
+"""Wrappers every Anakin environment goes through: episode metrics, auto-reset, vectorisation.
+
+Order matters: `make_env` builds `AutoReset(RecordEpisodeMetrics(env))`, so the metrics see
+the last step of an episode before the reset replaces its observation.
+"""
+
+from functools import cached_property
+from typing import Any, NamedTuple, Tuple
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from stoix.base_types import EpisodeMetrics
+from stoix.utils.light_import import import_module_lightly
+
+_jumanji_env = import_module_lightly("jumanji.env", ["jumanji"])
+
+
+class Wrapper(_jumanji_env.Environment):
+    """Passes everything through to the wrapped environment."""
+
+    def __init__(self, env: Any):
+        self._env = env
+        super().__init__()
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_env":  # not set yet: avoid infinite recursion while unpickling
+            raise AttributeError(name)
+        return getattr(self._env, name)
+
+    def reset(self, key: chex.PRNGKey) -> Tuple[Any, Any]:
+        return self._env.reset(key)
+
+    def step(self, state: Any, action: chex.Array) -> Tuple[Any, Any]:
+        return self._env.step(state, action)
+
+    @cached_property
+    def observation_spec(self) -> Any:
+        return self._env.observation_spec
+
+    @cached_property
+    def action_spec(self) -> Any:
+        return self._env.action_spec
+
+    @property
+    def unwrapped(self) -> Any:
+        return self._env.unwrapped
+
+
+class MetricsState(NamedTuple):
+    env_state: Any
+    running_return: chex.Array
+    running_length: chex.Array
+
+
+class RecordEpisodeMetrics(Wrapper):
+    """Adds `extras["episode_metrics"]`: return and length so far, and whether this step ended
+    the episode. Consumers keep only entries with `is_terminal_step` set."""
+
+    def reset(self, key: chex.PRNGKey) -> Tuple[MetricsState, Any]:
+        env_state, timestep = self._env.reset(key)
+        zero = jnp.zeros((), jnp.float32)
+        timestep.extras["episode_metrics"] = EpisodeMetrics(
+            episode_return=zero,
+            episode_length=jnp.zeros((), jnp.int32),
+            is_terminal_step=jnp.zeros((), bool),
+        )
+        return MetricsState(env_state, zero, jnp.zeros((), jnp.int32)), timestep
+
+    def step(self, state: MetricsState, action: chex.Array) -> Tuple[MetricsState, Any]:
+        env_state, timestep = self._env.step(state.env_state, action)
+        episode_return = state.running_return + timestep.reward
+        episode_length = state.running_length + 1
+        done = timestep.last()
+        timestep.extras["episode_metrics"] = EpisodeMetrics(
+            episode_return=episode_return,
+            episode_length=episode_length,
+            is_terminal_step=done,
+        )
+        state = MetricsState(
+            env_state=env_state,
+            running_return=jnp.where(done, 0.0, episode_return),
+            running_length=jnp.where(done, 0, episode_length),
+        )
+        return state, timestep
+
+
+class AutoResetState(NamedTuple):
+    env_state: Any
+    key: chex.PRNGKey
+
+
+class AutoReset(Wrapper):
+    """Starts a new episode as soon as one ends.
+
+    The returned timestep keeps the last step's reward, discount and step type, but its
+    observation is the first of the new episode; the true final observation, needed to
+    bootstrap a truncated episode, is kept in `extras["next_obs"]` (on every step, so the
+    structure never changes).
+    """
+
+    def reset(self, key: chex.PRNGKey) -> Tuple[AutoResetState, Any]:
+        key, reset_key = jax.random.split(key)
+        env_state, timestep = self._env.reset(reset_key)
+        timestep.extras["next_obs"] = timestep.observation
+        return AutoResetState(env_state, key), timestep
+
+    def step(self, state: AutoResetState, action: chex.Array) -> Tuple[AutoResetState, Any]:
+        key, reset_key = jax.random.split(state.key)
+        env_state, timestep = self._env.step(state.env_state, action)
+        reset_state, reset_timestep = self._env.reset(reset_key)
+        done = timestep.last()
+
+        def pick(reset_leaf: chex.Array, step_leaf: chex.Array) -> chex.Array:
+            return jax.lax.select(done, reset_leaf, step_leaf)
+
+        # NOTE: only the state and observation are replaced; metrics in extras stay those of
+        # the step that ended the episode.
+        env_state = jax.tree.map(pick, reset_state, env_state)
+        timestep.extras["next_obs"] = timestep.observation
+        timestep = timestep.replace(
+            observation=jax.tree.map(pick, reset_timestep.observation, timestep.observation)
+        )
+        return AutoResetState(env_state, key), timestep
+
+
+class VmapWrapper(Wrapper):
+    """Runs a batch of independent environments: `reset` takes one key per environment."""
+
+    def reset(self, keys: chex.PRNGKey) -> Tuple[Any, Any]:
+        return jax.vmap(self._env.reset)(keys)
+
+    def step(self, state: Any, action: chex.Array) -> Tuple[Any, Any]:
+        return jax.vmap(self._env.step)(state, action)
