@@ -3,14 +3,14 @@
 Algorithm-specific types (a PPO transition, a DQN learner state) live in the system file.
 """
 
-from typing import Any, Callable, Dict, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import chex
-from jumanji.types import TimeStep  # noqa: F401  (re-exported: the one timestep type in Stoix)
 
 Params = Any
 OptState = Any
-Metrics = Dict[str, chex.Array]
+Metrics = dict[str, chex.Array]
 
 
 class Observation(NamedTuple):

@@ -6,8 +6,9 @@ environment that never terminates cannot hang a run; episodes cut by the cap are
 reported by the experiment loop.
 """
 
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -49,9 +50,7 @@ def make_evaluator(
         params = jax.tree.map(lambda x: x[0], eval_params)
         key = jax.random.fold_in(key, jax.lax.axis_index("device"))
         key, reset_key = jax.random.split(key)
-        env_state, timestep = jax.vmap(eval_env.reset)(
-            jax.random.split(reset_key, episodes_per_device)
-        )
+        env_state, timestep = jax.vmap(eval_env.reset)(jax.random.split(reset_key, episodes_per_device))
         zeros = jnp.zeros((episodes_per_device,), jnp.float32)
         carry = _EvalCarry(
             env_state=env_state,

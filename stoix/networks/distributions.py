@@ -6,8 +6,6 @@ the Jacobian term is the same for the old and new policy and cancels, so the cli
 PPO's ratio.
 """
 
-from typing import Tuple
-
 import chex
 import distrax
 import jax.numpy as jnp
@@ -22,15 +20,13 @@ class AffineTanh(distrax.Bijector):
         self._half_range = (maximum - minimum) / 2.0
         self._epsilon = epsilon
 
-    def forward_and_log_det(self, x: chex.Array) -> Tuple[chex.Array, chex.Array]:
+    def forward_and_log_det(self, x: chex.Array) -> tuple[chex.Array, chex.Array]:
         y = self._minimum + self._half_range * (jnp.tanh(x) + 1.0)
         # log|d tanh(x)/dx| = 2 (log 2 - x - softplus(-2x)), numerically stable form.
-        log_det = jnp.log(self._half_range) + 2.0 * (
-            jnp.log(2.0) - x - jnp.logaddexp(0.0, -2.0 * x)
-        )
+        log_det = jnp.log(self._half_range) + 2.0 * (jnp.log(2.0) - x - jnp.logaddexp(0.0, -2.0 * x))
         return y, log_det
 
-    def inverse_and_log_det(self, y: chex.Array) -> Tuple[chex.Array, chex.Array]:
+    def inverse_and_log_det(self, y: chex.Array) -> tuple[chex.Array, chex.Array]:
         unit = (y - self._minimum) / self._half_range - 1.0
         unit = jnp.clip(unit, -1.0 + self._epsilon, 1.0 - self._epsilon)
         x = jnp.arctanh(unit)

@@ -1,6 +1,6 @@
 """Output heads: each maps torso features to a distribution, an action or a value."""
 
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import chex
 import distrax
@@ -29,8 +29,8 @@ class NormalAffineTanhHead(nn.Module):
     standard deviation is a learned vector, as in most PPO implementations."""
 
     action_dim: int
-    minimum: Union[float, Sequence[float]]
-    maximum: Union[float, Sequence[float]]
+    minimum: float | Sequence[float]
+    maximum: float | Sequence[float]
     discrete_actions = False
     state_dependent_std: bool = False
     init_log_std: float = 0.0
@@ -54,8 +54,8 @@ class DeterministicHead(nn.Module):
     """An action in [minimum, maximum] through tanh (for DDPG-style actors)."""
 
     action_dim: int
-    minimum: Union[float, Sequence[float]] = -1.0
-    maximum: Union[float, Sequence[float]] = 1.0
+    minimum: float | Sequence[float] = -1.0
+    maximum: float | Sequence[float] = 1.0
     discrete_actions = False
 
     @nn.compact

@@ -1,6 +1,6 @@
 """Torsos: the shared body of a network, chosen in `configs/network/` by `_target_`."""
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import chex
 import flax.linen as nn

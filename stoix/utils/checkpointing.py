@@ -7,7 +7,7 @@ Checkpoints are numbered by evaluation round; the last `max_to_keep` are kept.
 """
 
 from pathlib import Path
-from typing import Any, Dict, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -18,7 +18,7 @@ from stoix.utils.config import StoixConfigError
 class Restored(NamedTuple):
     learner_state: Any
     best_params: Any
-    meta: Dict[str, Any]
+    meta: dict[str, Any]
 
 
 def _host(tree: Any) -> Any:
@@ -38,7 +38,7 @@ class Checkpointer:
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
-    def save(self, round_index: int, learner_state: Any, best_params: Any, meta: Dict[str, Any]) -> None:
+    def save(self, round_index: int, learner_state: Any, best_params: Any, meta: dict[str, Any]) -> None:
         ocp = self._ocp
         self._manager.save(
             round_index,
@@ -54,7 +54,7 @@ class Checkpointer:
         self._manager.close()
 
 
-def restore(path: str, step: Optional[int], learner_state_like: Any, best_params_like: Any) -> Restored:
+def restore(path: str, step: int | None, learner_state_like: Any, best_params_like: Any) -> Restored:
     """Read a checkpoint written by `Checkpointer`; the `*_like` trees give the structure.
 
     Raises StoixConfigError (naming `logger.checkpointing.load_path`) when the directory is

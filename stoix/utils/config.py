@@ -1,7 +1,8 @@
 """Where the configs live, and how errors in them are reported."""
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 # Every entry point finds `configs/` from this file, so scripts run from any directory and
 # tests compose exactly the configs the scripts use.
@@ -22,13 +23,12 @@ def check_divisible(key: str, value: int, divisor: int, divisor_desc: str) -> in
     """`value // divisor`, or a StoixConfigError naming `key` when it does not divide."""
     require(
         divisor > 0 and value % divisor == 0,
-        f"{key}={value} must be divisible by {divisor_desc}={divisor}; "
-        f"set {key} to a multiple of {divisor}.",
+        f"{key}={value} must be divisible by {divisor_desc}={divisor}; set {key} to a multiple of {divisor}.",
     )
     return value // divisor
 
 
-def compose_config(config_name: str, overrides: Optional[Sequence[str]] = None) -> Any:
+def compose_config(config_name: str, overrides: Sequence[str] | None = None) -> Any:
     """Compose an entry config exactly as its script would (for tests and notebooks)."""
     from hydra import compose, initialize_config_dir
 

@@ -9,11 +9,11 @@ A researcher who needs a different loop copies this file next to the system.
 import copy
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from omegaconf import DictConfig
 
@@ -50,7 +50,7 @@ def _eval_step_cap(cfg: DictConfig, eval_env: Any) -> int:
     return int(getattr(eval_env, "max_episode_steps", 10_000))
 
 
-def _episode_stats(episode_metrics: Any) -> Dict[str, float]:
+def _episode_stats(episode_metrics: Any) -> dict[str, float]:
     """Summaries over the episodes that finished during training (others are partial)."""
     metrics = jax.device_get(episode_metrics)
     done = np.asarray(metrics.is_terminal_step, bool)
@@ -99,7 +99,7 @@ def run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
         print(f"Resumed from {ckpt_cfg.load_path} after round {start_round}.", flush=True)
 
     logger = StoixLogger(cfg)
-    checkpointer: Optional[Checkpointer] = None
+    checkpointer: Checkpointer | None = None
     if ckpt_cfg.save_model:
         save_dir = ckpt_cfg.save_dir or Path(cfg.logger.base_exp_path) / "checkpoints" / logger.run_name
         checkpointer = Checkpointer(Path(save_dir), int(ckpt_cfg.max_to_keep))
@@ -144,7 +144,7 @@ def run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
         logger.log(act_metrics, steps, LogEvent.ACT)
         train_metrics = jax.device_get(output.train_metrics)
         logger.log({k: float(np.mean(v)) for k, v in train_metrics.items()}, steps, LogEvent.TRAIN)
-        eval_metrics: Dict[str, Any] = {
+        eval_metrics: dict[str, Any] = {
             "episode_return": np.ravel(result.episode_return),
             "episode_length": np.ravel(result.episode_length),
         }
@@ -181,8 +181,11 @@ def run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
         )
         result = jax.device_get(absolute(best_params, jax.random.fold_in(eval_key, 1_000_003)))
         final_metric = float(np.mean(result.episode_return))
-        source = f"absolute metric: best parameters (round {best_round + 1}) over {result.episode_return.size} episodes"
-        abs_metrics: Dict[str, Any] = {"episode_return": np.ravel(result.episode_return)}
+        source = (
+            f"absolute metric: best parameters (round {best_round + 1}) "
+            f"over {result.episode_return.size} episodes"
+        )
+        abs_metrics: dict[str, Any] = {"episode_return": np.ravel(result.episode_return)}
         abs_metrics.update({f"episode_return_{k}": v for k, v in describe(result.episode_return).items()})
         logger.log(abs_metrics, sizes.total_timesteps, LogEvent.ABSOLUTE)
     if checkpointer is not None:

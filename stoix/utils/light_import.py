@@ -13,7 +13,8 @@ import importlib.machinery
 import importlib.util
 import sys
 import types
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 class _DeferredPackage(types.ModuleType):

@@ -12,7 +12,7 @@ import sys
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, ClassVar
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -28,7 +28,7 @@ class LogEvent(Enum):
     MISC = "misc"
 
 
-def describe(values: Any) -> Dict[str, float]:
+def describe(values: Any) -> dict[str, float]:
     """mean/std/min/max of an array of per-episode values (empty when there are none)."""
     values = np.asarray(values, np.float64).reshape(-1)
     if values.size == 0:
@@ -42,7 +42,7 @@ def describe(values: Any) -> Dict[str, float]:
 
 
 class BaseBackend:
-    def log(self, metrics: Dict[str, Any], step: int, event: LogEvent) -> None:
+    def log(self, metrics: dict[str, Any], step: int, event: LogEvent) -> None:
         raise NotImplementedError
 
     def stop(self) -> None:
@@ -52,7 +52,7 @@ class BaseBackend:
 class ConsoleBackend(BaseBackend):
     """One readable line per event; `progress` and `eta_s` (MISC) lead the line."""
 
-    _COLOURS = {
+    _COLOURS: ClassVar[dict[LogEvent, str]] = {
         LogEvent.ACT: "\033[94m",
         LogEvent.TRAIN: "\033[95m",
         LogEvent.EVAL: "\033[92m",
@@ -63,7 +63,7 @@ class ConsoleBackend(BaseBackend):
     def __init__(self) -> None:
         self._colour = sys.stdout.isatty() and os.environ.get("NO_COLOR") is None
 
-    def log(self, metrics: Dict[str, Any], step: int, event: LogEvent) -> None:
+    def log(self, metrics: dict[str, Any], step: int, event: LogEvent) -> None:
         parts = []
         for key, value in metrics.items():
             if isinstance(value, (list, np.ndarray)):
@@ -88,7 +88,7 @@ class ConsoleBackend(BaseBackend):
 
 
 def _hms(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(float(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
@@ -100,18 +100,21 @@ class JsonBackend(BaseBackend):
     def __init__(self, path: Path, env_name: str, task_name: str, system_name: str, seed: int):
         self._path = path
         self._keys = (env_name, task_name, system_name, f"seed_{seed}")
-        self._data: Dict[str, Any] = {}
+        self._data: dict[str, Any] = {}
         self._step_index = 0
         path.parent.mkdir(parents=True, exist_ok=True)
 
-    def log(self, metrics: Dict[str, Any], step: int, event: LogEvent) -> None:
+    def log(self, metrics: dict[str, Any], step: int, event: LogEvent) -> None:
         if event not in (LogEvent.EVAL, LogEvent.ABSOLUTE):
             return
         run = self._data
         for key in self._keys:
             run = run.setdefault(key, {})
-        per_episode = {k: [float(x) for x in np.ravel(v)] for k, v in metrics.items()
-                       if isinstance(v, (list, np.ndarray))}
+        per_episode = {
+            k: [float(x) for x in np.ravel(v)]
+            for k, v in metrics.items()
+            if isinstance(v, (list, np.ndarray))
+        }
         if event == LogEvent.EVAL:
             run[f"step_{self._step_index}"] = {"step_count": int(step), **per_episode}
             self._step_index += 1
@@ -128,7 +131,7 @@ class TensorboardBackend(BaseBackend):
 
         self._writer = SummaryWriter(str(log_dir))
 
-    def log(self, metrics: Dict[str, Any], step: int, event: LogEvent) -> None:
+    def log(self, metrics: dict[str, Any], step: int, event: LogEvent) -> None:
         for key, value in _scalars(metrics).items():
             self._writer.add_scalar(f"{event.value}/{key}", value, step)
 
@@ -155,7 +158,7 @@ class WandbBackend(BaseBackend):
             reinit=True,
         )
 
-    def log(self, metrics: Dict[str, Any], step: int, event: LogEvent) -> None:
+    def log(self, metrics: dict[str, Any], step: int, event: LogEvent) -> None:
         self._run.log({f"{event.value}/{k}": v for k, v in _scalars(metrics).items()}, step=step)
 
     def stop(self) -> None:
@@ -185,7 +188,7 @@ class NeptuneBackend(BaseBackend):
             os.chdir(cwd)
         self._run["config"] = _flat_config(OmegaConf.to_container(cfg, resolve=True))
 
-    def log(self, metrics: Dict[str, Any], step: int, event: LogEvent) -> None:
+    def log(self, metrics: dict[str, Any], step: int, event: LogEvent) -> None:
         for key, value in _scalars(metrics).items():
             self._run[f"{event.value}/{key}"].append(value, step=step)
 
@@ -193,14 +196,14 @@ class NeptuneBackend(BaseBackend):
         self._run.stop()
 
 
-def _scalars(metrics: Dict[str, Any]) -> Dict[str, float]:
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if not isinstance(v, (list, np.ndarray))}
 
 
-def _flat_config(tree: Any, prefix: str = "") -> Dict[str, Any]:
+def _flat_config(tree: Any, prefix: str = "") -> dict[str, Any]:
     if not isinstance(tree, dict):
         return {prefix[:-1]: str(tree) if not isinstance(tree, (int, float, bool)) else tree}
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for key, value in tree.items():
         out.update(_flat_config(value, f"{prefix}{key}/"))
     return out
@@ -221,9 +224,8 @@ def validate_logger_config(cfg: DictConfig) -> None:
         )
     if cfg.logger.use_neptune:
         require(
-            kwargs.neptune_mode in ("async", "sync", "offline", "debug", "read-only"),
-            f"logger.kwargs.neptune_mode={kwargs.neptune_mode!r} must be async, sync, offline "
-            "or debug.",
+            kwargs.neptune_mode in ("async", "sync", "offline", "debug"),
+            f"logger.kwargs.neptune_mode={kwargs.neptune_mode!r} must be async, sync, offline or debug.",
         )
         online = kwargs.neptune_mode in ("async", "sync")
         require(
@@ -250,14 +252,15 @@ class StoixLogger:
         run_name = f"{system_name}_{env_name}_{task_name}_seed{seed}_{time.strftime('%Y%m%d-%H%M%S')}"
         base = Path(cfg.logger.base_exp_path)
         self.run_name = run_name
-        self._backends: List[BaseBackend] = []
+        self._backends: list[BaseBackend] = []
+        self.json_path: Path | None = None
         if cfg.logger.use_console:
             self._backends.append(ConsoleBackend())
         if cfg.logger.use_json:
             json_path = cfg.logger.kwargs.json_path
             path = Path(json_path) if json_path else base / "json" / f"{run_name}.json"
             self._backends.append(JsonBackend(path, env_name, task_name, system_name, seed))
-            self.json_path: Optional[Path] = path
+            self.json_path = path
         if cfg.logger.use_tb:
             self._backends.append(TensorboardBackend(base / "tensorboard" / run_name))
         if cfg.logger.use_wandb:
@@ -265,7 +268,7 @@ class StoixLogger:
         if cfg.logger.use_neptune:
             self._backends.append(NeptuneBackend(cfg, base / "neptune", run_name))
 
-    def log(self, metrics: Dict[str, Any], step: int, event: LogEvent) -> None:
+    def log(self, metrics: dict[str, Any], step: int, event: LogEvent) -> None:
         for backend in self._backends:
             backend.log(metrics, step, event)
 

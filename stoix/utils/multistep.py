@@ -9,8 +9,6 @@ Time runs along axis 0. For each step t the caller gives
   done_t    whether the episode ended at t (terminated or truncated): no trace crosses it.
 """
 
-from typing import Tuple
-
 import chex
 import jax
 import jax.numpy as jnp
@@ -24,7 +22,7 @@ def truncated_gae(
     done_t: chex.Array,
     gae_lambda: float,
     unroll: int = 8,
-) -> Tuple[chex.Array, chex.Array]:
+) -> tuple[chex.Array, chex.Array]:
     """Generalised advantage estimates and value targets, shapes (T, ...)."""
     chex.assert_equal_shape([r_t, d_t, v_tm1, v_t, done_t])
     delta_t = r_t + d_t * v_t - v_tm1
@@ -32,7 +30,7 @@ def truncated_gae(
     # so a truncated episode still bootstraps from v_t but never borrows from the next one.
     decay_t = d_t * gae_lambda * (1.0 - done_t.astype(d_t.dtype))
 
-    def _backward(acc: chex.Array, xs: Tuple[chex.Array, chex.Array]) -> Tuple[chex.Array, chex.Array]:
+    def _backward(acc: chex.Array, xs: tuple[chex.Array, chex.Array]) -> tuple[chex.Array, chex.Array]:
         delta, decay = xs
         acc = delta + decay * acc
         return acc, acc

@@ -1,6 +1,7 @@
 """Running mean and variance of observations, shared across devices and update batches."""
 
-from typing import NamedTuple, Optional, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import chex
 import jax
@@ -47,7 +48,7 @@ def update_statistics(
 
 
 def normalize(
-    stats: Optional[RunningStatistics], x: chex.Array, clip: float = 10.0, eps: float = 1e-8
+    stats: RunningStatistics | None, x: chex.Array, clip: float = 10.0, eps: float = 1e-8
 ) -> chex.Array:
     """(x - mean) / std, clipped; the identity when `stats` is None."""
     if stats is None:

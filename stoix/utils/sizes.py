@@ -7,7 +7,7 @@ than `arch.total_timesteps` (the run says so, with the exact count).
 """
 
 import dataclasses
-from typing import Any, List
+from typing import Any
 
 from stoix.utils.config import check_divisible, require
 
@@ -29,7 +29,7 @@ class AnakinSizes:
     num_eval_episodes: int
     eval_episodes_per_device: int
 
-    def warnings(self) -> List[str]:
+    def warnings(self) -> list[str]:
         if self.total_timesteps == self.requested_timesteps:
             return []
         return [

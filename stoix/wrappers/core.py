@@ -5,7 +5,7 @@ the last step of an episode before the reset replaces its observation.
 """
 
 from functools import cached_property
-from typing import Any, NamedTuple, Tuple
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -29,10 +29,10 @@ class Wrapper(_jumanji_env.Environment):
             raise AttributeError(name)
         return getattr(self._env, name)
 
-    def reset(self, key: chex.PRNGKey) -> Tuple[Any, Any]:
+    def reset(self, key: chex.PRNGKey) -> tuple[Any, Any]:
         return self._env.reset(key)
 
-    def step(self, state: Any, action: chex.Array) -> Tuple[Any, Any]:
+    def step(self, state: Any, action: chex.Array) -> tuple[Any, Any]:
         return self._env.step(state, action)
 
     @cached_property
@@ -58,7 +58,7 @@ class RecordEpisodeMetrics(Wrapper):
     """Adds `extras["episode_metrics"]`: return and length so far, and whether this step ended
     the episode. Consumers keep only entries with `is_terminal_step` set."""
 
-    def reset(self, key: chex.PRNGKey) -> Tuple[MetricsState, Any]:
+    def reset(self, key: chex.PRNGKey) -> tuple[MetricsState, Any]:
         env_state, timestep = self._env.reset(key)
         zero = jnp.zeros((), jnp.float32)
         timestep.extras["episode_metrics"] = EpisodeMetrics(
@@ -68,7 +68,7 @@ class RecordEpisodeMetrics(Wrapper):
         )
         return MetricsState(env_state, zero, jnp.zeros((), jnp.int32)), timestep
 
-    def step(self, state: MetricsState, action: chex.Array) -> Tuple[MetricsState, Any]:
+    def step(self, state: MetricsState, action: chex.Array) -> tuple[MetricsState, Any]:
         env_state, timestep = self._env.step(state.env_state, action)
         episode_return = state.running_return + timestep.reward
         episode_length = state.running_length + 1
@@ -100,13 +100,13 @@ class AutoReset(Wrapper):
     structure never changes).
     """
 
-    def reset(self, key: chex.PRNGKey) -> Tuple[AutoResetState, Any]:
+    def reset(self, key: chex.PRNGKey) -> tuple[AutoResetState, Any]:
         key, reset_key = jax.random.split(key)
         env_state, timestep = self._env.reset(reset_key)
         timestep.extras["next_obs"] = timestep.observation
         return AutoResetState(env_state, key), timestep
 
-    def step(self, state: AutoResetState, action: chex.Array) -> Tuple[AutoResetState, Any]:
+    def step(self, state: AutoResetState, action: chex.Array) -> tuple[AutoResetState, Any]:
         key, reset_key = jax.random.split(state.key)
         env_state, timestep = self._env.step(state.env_state, action)
         reset_state, reset_timestep = self._env.reset(reset_key)
@@ -128,8 +128,8 @@ class AutoReset(Wrapper):
 class VmapWrapper(Wrapper):
     """Runs a batch of independent environments: `reset` takes one key per environment."""
 
-    def reset(self, keys: chex.PRNGKey) -> Tuple[Any, Any]:
+    def reset(self, keys: chex.PRNGKey) -> tuple[Any, Any]:
         return jax.vmap(self._env.reset)(keys)
 
-    def step(self, state: Any, action: chex.Array) -> Tuple[Any, Any]:
+    def step(self, state: Any, action: chex.Array) -> tuple[Any, Any]:
         return jax.vmap(self._env.step)(state, action)

@@ -1,6 +1,6 @@
 """Build the training and evaluation environments named by `cfg.env`."""
 
-from typing import Any, Tuple
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -23,7 +23,7 @@ def make_single_env(env_cfg: DictConfig) -> Any:
     raise ValueError(f"env.env_name={suite!r} is not supported; choose one of {SUITES}.")
 
 
-def make_env(env_cfg: DictConfig) -> Tuple[Any, Any]:
+def make_env(env_cfg: DictConfig) -> tuple[Any, Any]:
     """(training env, evaluation env). The training env is a batch (its `reset` takes one key
     per environment) that auto-resets and records episode metrics; the evaluation env is a
     single bare environment that the evaluator vectorises and stops itself."""

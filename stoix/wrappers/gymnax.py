@@ -6,7 +6,7 @@ terminated one ends with discount 0.
 """
 
 from functools import cached_property
-from typing import Any, Dict, NamedTuple, Tuple
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -21,7 +21,7 @@ jumanji_types = import_module_lightly("jumanji.types", ["jumanji"])
 
 # gymnax id -> (module under gymnax.environments, class name). Importing one module is
 # far cheaper than `gymnax.make`, which imports every environment and its plotting stack.
-GYMNAX_ENVIRONMENTS: Dict[str, Tuple[str, str]] = {
+GYMNAX_ENVIRONMENTS: dict[str, tuple[str, str]] = {
     "CartPole-v1": ("classic_control.cartpole", "CartPole"),
     "Acrobot-v1": ("classic_control.acrobot", "Acrobot"),
     "MountainCar-v0": ("classic_control.mountain_car", "MountainCar"),
@@ -39,7 +39,7 @@ class GymnaxState(NamedTuple):
     key: chex.PRNGKey
 
 
-def make_gymnax_env(name: str, **env_kwargs: Any) -> Tuple[Any, Any]:
+def make_gymnax_env(name: str, **env_kwargs: Any) -> tuple[Any, Any]:
     """Build a gymnax environment and its default parameters from its id."""
     if name not in GYMNAX_ENVIRONMENTS:
         raise ValueError(
@@ -47,9 +47,7 @@ def make_gymnax_env(name: str, **env_kwargs: Any) -> Tuple[Any, Any]:
             f"choose one of {sorted(GYMNAX_ENVIRONMENTS)}."
         )
     module_name, class_name = GYMNAX_ENVIRONMENTS[name]
-    module = import_module_lightly(
-        f"gymnax.environments.{module_name}", ["gymnax", "gymnax.environments"]
-    )
+    module = import_module_lightly(f"gymnax.environments.{module_name}", ["gymnax", "gymnax.environments"])
     env = getattr(module, class_name)(**env_kwargs)
     return env, env.default_params
 
@@ -73,15 +71,13 @@ class GymnaxToJumanji(_jumanji_env.Environment):
             step_count=jnp.asarray(env_state.time, jnp.int32),
         )
 
-    def reset(self, key: chex.PRNGKey) -> Tuple[GymnaxState, Any]:
+    def reset(self, key: chex.PRNGKey) -> tuple[GymnaxState, Any]:
         key, reset_key = jax.random.split(key)
         obs, env_state = self._env.reset_env(reset_key, self._params)
-        timestep = jumanji_types.restart(
-            observation=self._observation(obs, env_state), shape=(), extras={}
-        )
+        timestep = jumanji_types.restart(observation=self._observation(obs, env_state), shape=(), extras={})
         return GymnaxState(env_state=env_state, key=key), timestep
 
-    def step(self, state: GymnaxState, action: chex.Array) -> Tuple[GymnaxState, Any]:
+    def step(self, state: GymnaxState, action: chex.Array) -> tuple[GymnaxState, Any]:
         key, step_key = jax.random.split(state.key)
         obs, env_state, reward, terminated, _ = self._env.step_env(
             step_key, state.env_state, action, self._params
@@ -90,9 +86,7 @@ class GymnaxToJumanji(_jumanji_env.Environment):
         truncated = jnp.logical_and(env_state.time >= self.max_episode_steps, ~terminated)
         episode_over = jnp.logical_or(terminated, truncated)
         timestep = jumanji_types.TimeStep(
-            step_type=jnp.where(
-                episode_over, jumanji_types.StepType.LAST, jumanji_types.StepType.MID
-            ),
+            step_type=jnp.where(episode_over, jumanji_types.StepType.LAST, jumanji_types.StepType.MID),
             reward=jnp.asarray(reward, jnp.float32),
             # NOTE: discount is 0 only on a true termination; a time-limit end keeps 1 so the
             # learner bootstraps from the final observation.

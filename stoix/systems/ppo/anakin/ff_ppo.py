@@ -12,7 +12,8 @@ The policy head comes from the network config, so the same file trains discrete
 """
 
 import functools
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import chex
 import hydra
@@ -47,7 +48,7 @@ class LearnerState(NamedTuple):
     key: chex.PRNGKey
     env_state: Any
     timestep: Any
-    obs_norm: Optional[RunningStatistics] = None  # None unless system.normalize_observations
+    obs_norm: RunningStatistics | None = None  # None unless system.normalize_observations
 
 
 class PPOTransition(NamedTuple):
@@ -72,7 +73,7 @@ class PPOBatch(NamedTuple):
 
 class EvalParams(NamedTuple):
     actor: Any
-    obs_norm: Optional[RunningStatistics]
+    obs_norm: RunningStatistics | None
 
 
 class _UpdateCarry(NamedTuple):
@@ -81,7 +82,7 @@ class _UpdateCarry(NamedTuple):
     key: chex.PRNGKey
 
 
-def _normalize_obs(obs_norm: Optional[RunningStatistics], obs: Observation) -> Observation:
+def _normalize_obs(obs_norm: RunningStatistics | None, obs: Observation) -> Observation:
     return obs._replace(agent_view=normalize(obs_norm, obs.agent_view))
 
 
@@ -94,7 +95,7 @@ def actor_loss(
     clip_eps: float,
     ent_coef: float,
     standardize_advantages: bool,
-) -> Tuple[chex.Array, Dict[str, chex.Array]]:
+) -> tuple[chex.Array, dict[str, chex.Array]]:
     """Clipped surrogate objective minus an entropy bonus (rlax's clipped surrogate)."""
     pi = apply_fn(actor_params, batch.obs)
     log_prob = pi.log_prob(batch.action)
@@ -120,7 +121,7 @@ def critic_loss(
     apply_fn: Callable,
     clip_eps: float,
     clip_value: bool,
-) -> Tuple[chex.Array, Dict[str, chex.Array]]:
+) -> tuple[chex.Array, dict[str, chex.Array]]:
     """Squared error to the GAE targets, optionally clipped around the old values."""
     value = apply_fn(critic_params, batch.obs)
     loss = jnp.square(value - batch.target)
@@ -138,7 +139,7 @@ def ppo_loss(
     actor_loss_fn: Callable,
     critic_loss_fn: Callable,
     vf_coef: float,
-) -> Tuple[chex.Array, Dict[str, chex.Array]]:
+) -> tuple[chex.Array, dict[str, chex.Array]]:
     a_loss, a_metrics = actor_loss_fn(params.actor, batch)
     c_loss, c_metrics = critic_loss_fn(params.critic, batch)
     return a_loss + vf_coef * c_loss, {**a_metrics, **c_metrics}
@@ -175,7 +176,7 @@ def get_learner_fn(
         vf_coef=float(cfg.vf_coef),
     )
 
-    def _env_step(state: LearnerState, _: Any) -> Tuple[LearnerState, PPOTransition]:
+    def _env_step(state: LearnerState, _: Any) -> tuple[LearnerState, PPOTransition]:
         # SELECT ACTION
         key, policy_key = jax.random.split(state.key)
         obs = state.timestep.observation
@@ -197,7 +198,7 @@ def get_learner_fn(
         )
         return state._replace(key=key, env_state=env_state, timestep=timestep), transition
 
-    def _update_minibatch(carry: _UpdateCarry, minibatch: PPOBatch) -> Tuple[_UpdateCarry, Dict]:
+    def _update_minibatch(carry: _UpdateCarry, minibatch: PPOBatch) -> tuple[_UpdateCarry, dict]:
         grads, metrics = jax.grad(loss_fn, has_aux=True)(carry.params, minibatch)
         # NOTE: every replica must take the same step: average over update batches, then devices.
         grads, metrics = jax.lax.pmean((grads, metrics), axis_name="batch")
@@ -206,16 +207,14 @@ def get_learner_fn(
         params = optax.apply_updates(carry.params, updates)
         return carry._replace(params=params, opt_state=opt_state), metrics
 
-    def _update_epoch(carry: _UpdateCarry, batch: PPOBatch) -> Tuple[_UpdateCarry, Dict]:
+    def _update_epoch(carry: _UpdateCarry, batch: PPOBatch) -> tuple[_UpdateCarry, dict]:
         key, shuffle_key = jax.random.split(carry.key)
         permutation = jax.random.permutation(shuffle_key, batch_size)
-        minibatches = jax.tree.map(
-            lambda x: x[permutation].reshape(-1, minibatch_size, *x.shape[1:]), batch
-        )
+        minibatches = jax.tree.map(lambda x: x[permutation].reshape(-1, minibatch_size, *x.shape[1:]), batch)
         carry, metrics = jax.lax.scan(_update_minibatch, carry._replace(key=key), minibatches)
         return carry, metrics
 
-    def _update_step(state: LearnerState, _: Any) -> Tuple[LearnerState, Tuple[Any, Dict]]:
+    def _update_step(state: LearnerState, _: Any) -> tuple[LearnerState, tuple[Any, dict]]:
         # COLLECT ROLLOUT: leaves shaped (rollout_length, num_envs, ...)
         state, traj = jax.lax.scan(_env_step, state, None, sizes.rollout_length)
 
@@ -243,9 +242,7 @@ def get_learner_fn(
         )
         batch = jax.tree.map(lambda x: x.reshape(batch_size, *x.shape[2:]), batch)
         carry = _UpdateCarry(state.params, state.opt_state, state.key)
-        carry, metrics = jax.lax.scan(
-            lambda c, _: _update_epoch(c, batch), carry, None, int(cfg.epochs)
-        )
+        carry, metrics = jax.lax.scan(lambda c, _: _update_epoch(c, batch), carry, None, int(cfg.epochs))
         obs_norm = state.obs_norm
         if norm_obs:
             # Statistics change after the epochs, so each rollout is acted on and learned
@@ -301,9 +298,7 @@ def learner_setup(env: Any, config: DictConfig, sizes: AnakinSizes, key: chex.PR
         return LearnerState(params, optimizer.init(params), key, env_state, timestep, obs_norm)
 
     learner_fn = get_learner_fn(env, actor.apply, critic.apply, optimizer, sizes, config)
-    learn = jax.pmap(
-        jax.vmap(learner_fn, axis_name="batch"), axis_name="device", donate_argnums=0
-    )
+    learn = jax.pmap(jax.vmap(learner_fn, axis_name="batch"), axis_name="device", donate_argnums=0)
 
     def act(eval_params: EvalParams, observation: Observation, key: chex.PRNGKey, greedy: bool) -> chex.Array:
         pi = actor.apply(eval_params.actor, _normalize_obs(eval_params.obs_norm, observation))

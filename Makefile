@@ -1,0 +1,34 @@
+# Stoix: `make train` installs everything and trains the default agent; `make test` runs the
+# fast test suite. Both work on a fresh machine with only Python 3.11 and pip.
+PYTHON ?= python3
+VENV_PY := .venv/bin/python
+# uv is bootstrapped with pip when it is not on PATH, then run as a module.
+UV := $(shell command -v uv >/dev/null 2>&1 && echo uv || echo "$(PYTHON) -m uv")
+
+.PHONY: install train test test-learning benchmark lint clean
+
+install: .venv/.installed
+
+.venv/.installed: pyproject.toml uv.lock
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	$(UV) sync --frozen --compile-bytecode
+	$(VENV_PY) -m compileall -q stoix tests launcher.py >/dev/null
+	@touch $@
+
+train: install
+	$(VENV_PY) stoix/systems/ppo/anakin/ff_ppo.py
+
+test: install
+	$(VENV_PY) -m pytest -n 2 -q
+
+test-learning: install
+	$(VENV_PY) -m pytest -m learning -p no:xdist -q -s
+
+benchmark: install
+	$(VENV_PY) benchmarks/anakin.py
+
+lint: install
+	$(VENV_PY) -m ruff check stoix tests launcher.py benchmarks
+
+clean:
+	rm -rf .venv results outputs multirun .pytest_cache

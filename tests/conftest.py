@@ -1,0 +1,46 @@
+"""Shared test helpers: tiny-budget overrides and a runner for scripts in a subprocess."""
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Enough for every code path (a few updates, one evaluation) and nothing more.
+TINY = [
+    "arch.total_num_envs=4",
+    "arch.total_timesteps=1024",
+    "arch.num_evaluation=2",
+    "arch.num_eval_episodes=4",
+    "system.rollout_length=16",
+    "system.num_minibatches=2",
+    "system.epochs=1",
+    "logger.use_console=false",
+    "logger.use_json=false",
+]
+
+
+def run_script(
+    script: str, overrides: Sequence[str], cwd: Path, devices: int = 1, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """Run a Stoix script as a user would, with `devices` forced CPU devices."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / script), *overrides],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> list[str]:
+    """TINY overrides writing anything they write under tmp_path."""
+    return [*TINY, f"logger.base_exp_path={tmp_path}"]

@@ -1,0 +1,81 @@
+"""Heads and torsos: bounds, masks, shapes, and config-driven construction."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from stoix.base_types import Observation
+from stoix.networks.distributions import AffineTanhNormal
+from stoix.networks.heads import CategoricalHead, NormalAffineTanhHead
+from stoix.networks.torso import CNNTorso, MLPTorso
+from stoix.utils.config import StoixConfigError, compose_config
+
+
+def test_squashed_normal_samples_and_mode_respect_bounds():
+    head = NormalAffineTanhHead(action_dim=1, minimum=[-2.0], maximum=[2.0], init_log_std=2.0)
+    x = jnp.ones((4096, 8)) * 50.0
+    params = head.init(jax.random.PRNGKey(0), x, None)
+    dist = head.apply(params, x, None)
+    samples = dist.sample(seed=jax.random.PRNGKey(1))
+    assert samples.shape == (4096, 1)
+    assert float(samples.min()) >= -2.0 and float(samples.max()) <= 2.0
+    assert float(samples.min()) < -1.5 and float(samples.max()) > 1.5  # wide, but inside
+    mode = dist.mode()
+    assert float(jnp.abs(mode).max()) <= 2.0
+
+
+def test_squashed_normal_log_prob_is_finite_at_the_bounds():
+    dist = AffineTanhNormal(jnp.zeros((3, 1)), jnp.ones((3, 1)), jnp.array([-2.0]), jnp.array([2.0]))
+    log_prob = dist.log_prob(jnp.array([[-2.0], [0.0], [2.0]]))
+    assert bool(jnp.all(jnp.isfinite(log_prob)))
+    # Density of y = 2 tanh(x) at y=0 is N(0; 0, 1) / 2.
+    np.testing.assert_allclose(log_prob[1], -0.5 * np.log(2 * np.pi) - np.log(2.0), rtol=1e-5)
+
+
+def test_categorical_head_never_picks_masked_actions():
+    head = CategoricalHead(action_dim=3)
+    x = jax.random.normal(jax.random.PRNGKey(0), (256, 5))
+    mask = jnp.array([1.0, 0.0, 1.0])
+    params = head.init(jax.random.PRNGKey(1), x, mask)
+    dist = head.apply(params, x, mask)
+    samples = dist.sample(seed=jax.random.PRNGKey(2))
+    assert not bool(jnp.any(samples == 1))
+    assert float(dist.probs[:, 1].max()) == 0.0
+
+
+def test_torsos_shapes():
+    mlp = MLPTorso(layer_sizes=(32, 16), activation="relu", use_layer_norm=True)
+    x = jnp.ones((7, 4))
+    assert mlp.apply(mlp.init(jax.random.PRNGKey(0), x), x).shape == (7, 16)
+    cnn = CNNTorso(channel_sizes=(8,), kernel_sizes=(3,), strides=(1,), hidden_sizes=(10,))
+    img = jnp.ones((2, 5, 10, 10, 4))
+    assert cnn.apply(cnn.init(jax.random.PRNGKey(0), img), img).shape == (2, 5, 10)
+    with pytest.raises(ValueError, match="activation='swish2'"):
+        bad = MLPTorso(layer_sizes=(4,), activation="swish2")
+        bad.init(jax.random.PRNGKey(0), x)
+
+
+def test_network_config_must_fit_the_action_space():
+    from stoix.networks.base import make_actor
+    from stoix.wrappers import make_env
+
+    cfg = compose_config("default/anakin/default_ff_ppo", ["env=gymnax/pendulum"])
+    env, _ = make_env(cfg.env)
+    with pytest.raises(StoixConfigError, match="network=mlp_continuous"):
+        make_actor(cfg.network.actor_network, env.action_spec)
+
+
+@pytest.mark.parametrize("network, obs_shape", [("mlp", (8,)), ("cnn", (10, 10, 4))])
+def test_discrete_networks_build_from_config(network, obs_shape):
+    from stoix.networks.base import make_actor, make_critic
+    from stoix.utils.light_import import import_module_lightly
+
+    cfg = compose_config("default/anakin/default_ff_ppo", [f"network={network}"])
+    obs = Observation(jnp.ones((2, *obs_shape)), jnp.ones((2, 6)), jnp.zeros((2,), jnp.int32))
+    specs = import_module_lightly("jumanji.specs", ["jumanji"])
+    actor = make_actor(cfg.network.actor_network, specs.DiscreteArray(6))
+    critic = make_critic(cfg.network.critic_network)
+    pi = actor.apply(actor.init(jax.random.PRNGKey(0), obs), obs)
+    assert pi.logits.shape == (2, 6)
+    assert critic.apply(critic.init(jax.random.PRNGKey(0), obs), obs).shape == (2,)

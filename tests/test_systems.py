@@ -1,0 +1,78 @@
+"""Every entry config composes and trains in-process for a tiny budget; bad input fails early."""
+
+import copy
+import importlib
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from stoix.utils.config import CONFIG_DIR, REPO_ROOT, StoixConfigError, compose_config
+from stoix.utils.experiment import run_experiment
+
+ENTRY_CONFIGS = sorted(p.stem for p in (Path(CONFIG_DIR) / "default" / "anakin").glob("*.yaml"))
+
+
+def system_module(system_name: str):
+    (path,) = REPO_ROOT.glob(f"stoix/systems/*/anakin/{system_name}.py")
+    return importlib.import_module(".".join(path.relative_to(REPO_ROOT).with_suffix("").parts))
+
+
+def test_there_are_entry_configs():
+    assert {"default_ff_ppo", "default_ff_ppo_continuous"} <= set(ENTRY_CONFIGS)
+
+
+@pytest.mark.parametrize("entry", ENTRY_CONFIGS)
+def test_entry_config_trains_for_a_tiny_budget_without_mutating_config(entry, tiny):
+    cfg = compose_config(f"default/anakin/{entry}", tiny)
+    assert cfg.system.system_name == entry.removeprefix("default_")
+    before = copy.deepcopy(OmegaConf.to_container(cfg))
+    module = system_module(cfg.system.system_name)
+    metric = run_experiment(cfg, module.learner_setup)
+    assert isinstance(metric, float) and metric == metric  # a number, not NaN
+    assert OmegaConf.to_container(cfg) == before, "running must not change the config"
+
+
+def test_update_batch_observation_norm_and_sampled_evaluation(tiny):
+    from stoix.systems.ppo.anakin import ff_ppo
+
+    cfg = compose_config(
+        "default/anakin/default_ff_ppo",
+        [
+            *tiny,
+            "arch.update_batch_size=2",
+            "system.normalize_observations=true",
+            "arch.evaluation_greedy=false",
+            "arch.absolute_metric=false",
+            "env=gymnax/acrobot",
+        ],
+    )
+    metric = run_experiment(cfg, ff_ppo.learner_setup)
+    assert -500.0 <= metric <= 0.0  # Acrobot returns lie in [-500, 0]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["system.num_minibatches=3"], r"system.num_minibatches=3 must divide the per-slot batch"),
+        (["arch.total_num_envs=6", "arch.update_batch_size=4"], r"arch.total_num_envs=6 must be divisible"),
+        (["arch.total_timesteps=100"], r"arch.total_timesteps=100 is too small"),
+        (["arch.eval_step_cap=0"], r"arch.eval_step_cap=0 must be >= 1"),
+        (["env=gymnax/pendulum"], r"network=mlp_continuous"),
+        (["logger.use_wandb=true"], r"logger.kwargs.project"),
+        (["logger.checkpointing.load_model=true"], r"load_path"),
+    ],
+)
+def test_bad_config_is_a_clear_error_before_training(overrides, message, tiny):
+    from stoix.systems.ppo.anakin import ff_ppo
+
+    cfg = compose_config("default/anakin/default_ff_ppo", [*tiny, *overrides])
+    with pytest.raises(StoixConfigError, match=message):
+        run_experiment(cfg, ff_ppo.learner_setup)
+
+
+def test_mistyped_key_fails_in_struct_mode():
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="totl_num_envs"):
+        compose_config("default/anakin/default_ff_ppo", ["arch.totl_num_envs=8"])

@@ -1,0 +1,115 @@
+"""Adapter and wrappers: termination vs truncation, the kept final observation, metrics."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+from scripted_env import ScriptedEnv
+
+from stoix.utils.config import REPO_ROOT
+from stoix.wrappers import make_env
+from stoix.wrappers.core import AutoReset, RecordEpisodeMetrics, VmapWrapper
+from stoix.wrappers.gymnax import GYMNAX_ENVIRONMENTS, GymnaxToJumanji
+
+
+def scripted(max_steps=5):
+    env = ScriptedEnv()
+    return GymnaxToJumanji(env, env.default_params.replace(max_steps_in_episode=max_steps))
+
+
+def rollout(env, actions):
+    state, timestep = env.reset(jax.random.PRNGKey(0))
+
+    def body(state, action):
+        state, timestep = env.step(state, action)
+        return state, timestep
+
+    _, traj = jax.lax.scan(body, state, jnp.asarray(actions))
+    return traj
+
+
+def test_termination_has_discount_zero_and_truncation_discount_one():
+    traj = rollout(scripted(max_steps=3), [0, 1, 0, 0, 0])
+    # Step 2 (action 1) terminates; the bare adapter does not reset, so we stop there.
+    assert int(traj.step_type[1]) == 2 and float(traj.discount[1]) == 0.0
+    assert float(traj.discount[0]) == 1.0 and int(traj.step_type[0]) == 1
+    trunc = rollout(scripted(max_steps=3), [0, 0, 0])
+    assert int(trunc.step_type[2]) == 2, "the time limit must end the episode"
+    assert float(trunc.discount[2]) == 1.0, "a truncated episode still bootstraps"
+
+
+def test_auto_reset_keeps_true_final_observation():
+    env = AutoReset(RecordEpisodeMetrics(scripted(max_steps=3)))
+    traj = rollout(env, [0, 0, 0, 0, 1, 0])
+    times = np.asarray(traj.observation.agent_view[:, 0])
+    next_times = np.asarray(traj.extras["next_obs"].agent_view[:, 0])
+    # Episode 1 truncates at step 3: the observation restarts at 0, next_obs keeps 3.
+    np.testing.assert_array_equal(times, [1, 2, 0, 1, 0, 1])
+    np.testing.assert_array_equal(next_times, [1, 2, 3, 1, 2, 1])
+    np.testing.assert_array_equal(np.asarray(traj.discount), [1, 1, 1, 1, 0, 1])
+    np.testing.assert_array_equal(np.asarray(traj.last()), [0, 0, 1, 0, 1, 0])
+
+
+def test_episode_metrics_only_mark_finished_episodes():
+    env = AutoReset(RecordEpisodeMetrics(scripted(max_steps=3)))
+    traj = rollout(env, [0, 0, 0, 0, 1, 0])
+    metrics = traj.extras["episode_metrics"]
+    done = np.asarray(metrics.is_terminal_step)
+    np.testing.assert_array_equal(done, [0, 0, 1, 0, 1, 0])
+    # Rewards are 1 + time: episode 1 = 1 + 2 + 3, episode 2 = 1 + 2.
+    np.testing.assert_allclose(np.asarray(metrics.episode_return)[done], [6.0, 3.0])
+    np.testing.assert_array_equal(np.asarray(metrics.episode_length)[done], [3, 2])
+    # The running counters restart after each episode.
+    assert float(metrics.episode_return[3]) == 1.0
+
+
+def test_vmap_wrapper_steps_independent_environments():
+    env = VmapWrapper(AutoReset(RecordEpisodeMetrics(scripted(max_steps=4))))
+    state, timestep = env.reset(jax.random.split(jax.random.PRNGKey(0), 3))
+    assert timestep.observation.agent_view.shape == (3, 2)
+    state, timestep = env.step(state, jnp.array([0, 1, 0]))
+    np.testing.assert_array_equal(np.asarray(timestep.discount), [1, 0, 1])
+    np.testing.assert_array_equal(np.asarray(timestep.observation.agent_view[:, 0]), [1, 0, 1])
+
+
+@pytest.mark.parametrize("name", sorted(GYMNAX_ENVIRONMENTS))
+def test_every_gymnax_config_builds_and_steps(name):
+    task = {
+        "CartPole-v1": "cartpole",
+        "Acrobot-v1": "acrobot",
+        "MountainCar-v0": "mountain_car",
+        "MountainCarContinuous-v0": "mountain_car_continuous",
+        "Pendulum-v1": "pendulum",
+        "Asterix-MinAtar": "asterix",
+        "Breakout-MinAtar": "breakout",
+        "Freeway-MinAtar": "freeway",
+        "SpaceInvaders-MinAtar": "space_invaders",
+    }[name]
+    env_cfg = OmegaConf.load(REPO_ROOT / f"configs/env/gymnax/{task}.yaml")
+    assert env_cfg.scenario.name == name
+    env, eval_env = make_env(env_cfg)
+    state, timestep = env.reset(jax.random.split(jax.random.PRNGKey(0), 2))
+    spec = env.action_spec
+    if hasattr(spec, "num_values"):
+        action = jnp.zeros((2,), jnp.int32)
+    else:
+        action = jnp.broadcast_to(jnp.asarray(spec.maximum) + 5.0, (2, *spec.shape))
+    state, timestep = jax.jit(env.step)(state, action)
+    assert timestep.observation.agent_view.shape == (2, *env.observation_spec.agent_view.shape)
+    assert eval_env.max_episode_steps > 0
+
+
+def test_unknown_gymnax_name_is_a_clear_error():
+    env_cfg = OmegaConf.load(REPO_ROOT / "configs/env/gymnax/cartpole.yaml")
+    env_cfg.scenario.name = "CartPole-v9"
+    with pytest.raises(ValueError, match="env.scenario.name='CartPole-v9'"):
+        make_env(env_cfg)
+
+
+def test_pendulum_action_spec_is_bounded():
+    env_cfg = OmegaConf.load(REPO_ROOT / "configs/env/gymnax/pendulum.yaml")
+    _, eval_env = make_env(env_cfg)
+    spec = eval_env.action_spec
+    np.testing.assert_allclose(spec.minimum, [-2.0])
+    np.testing.assert_allclose(spec.maximum, [2.0])
