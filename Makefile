@@ -25,10 +25,10 @@ test-learning: install
 	$(VENV_PY) -m pytest -m learning -p no:xdist -q -s
 
 benchmark: install
-	$(VENV_PY) benchmarks/anakin.py
+	$(VENV_PY) -m stoix.utils.benchmark
 
 lint: install
-	$(VENV_PY) -m ruff check stoix tests launcher.py benchmarks
+	$(VENV_PY) -m ruff check stoix tests launcher.py
 
 clean:
 	rm -rf .venv results outputs multirun .pytest_cache

@@ -1,0 +1,150 @@
+"""Anakin speed benchmark: `make benchmark` (python -m stoix.utils.benchmark).
+
+Prints, from one run on this machine:
+  (a) pure gymnax CartPole-v1 stepping with random actions in a jitted scan (steps/s), at the
+      environment counts the training configs use;
+  (b) ff_ppo training steps/s (compilation and evaluation excluded), compile time and whole-
+      process wall time, at
+      config A: 4 envs x 128 steps, 4 epochs, 4 minibatches, 64x64 tanh MLP, 5e5 steps;
+      config B: 256 envs x 128 steps, 4 epochs, 8 minibatches, 256x256 relu MLP, 5e5 steps;
+  (c) each training figure as a fraction of (a) at the same number of environments.
+Each training run is a fresh process of the real script, so start-up and compile are counted
+as a user sees them. Timings are medians over --seeds seeds.
+"""
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+from stoix.utils.config import REPO_ROOT
+
+PPO = str(REPO_ROOT / "stoix/systems/ppo/anakin/ff_ppo.py")
+COMMON = [
+    "arch.total_timesteps=500000",
+    "arch.num_evaluation=5",
+    "logger.use_console=false",
+    "logger.use_json=false",
+    "system.rollout_length=128",
+    "system.epochs=4",
+]
+CONFIGS: dict[str, list[str]] = {
+    "A": [
+        "arch.total_num_envs=4",
+        "system.num_minibatches=4",
+        "network.actor_network.pre_torso.layer_sizes=[64,64]",
+        "network.critic_network.pre_torso.layer_sizes=[64,64]",
+        "network.actor_network.pre_torso.activation=tanh",
+        "network.critic_network.pre_torso.activation=tanh",
+    ],
+    "B": [
+        "arch.total_num_envs=256",
+        "system.num_minibatches=8",
+        "network.actor_network.pre_torso.layer_sizes=[256,256]",
+        "network.critic_network.pre_torso.layer_sizes=[256,256]",
+        "network.actor_network.pre_torso.activation=relu",
+        "network.critic_network.pre_torso.activation=relu",
+    ],
+}
+NUM_ENVS = {"A": 4, "B": 256}
+# Reported in the foundation issue for a 2-core CPU of this machine kind (jax 0.5.3,
+# compilation excluded, 3 seeds): steps/s of PureJaxRL and of the original Stoix, and
+# PureJaxRL's and original Stoix's whole-process wall time for config A.
+REFERENCE = {"A": (124_000, 135_000), "B": (72_000, 68_000)}
+REFERENCE_WALL_A = (16.0, 28.0)
+
+
+def pure_stepping(num_envs: int, num_steps: int = 200_000) -> float:
+    """Random-action gymnax CartPole-v1 stepping (gymnax's own auto-reset), steps/s."""
+    import jax
+
+    from stoix.wrappers.gymnax import make_gymnax_env
+
+    env, params = make_gymnax_env("CartPole-v1")
+    length = max(num_steps // num_envs, 1)
+
+    def run(key):
+        reset_keys = jax.random.split(key, num_envs)
+        obs, state = jax.vmap(env.reset, in_axes=(0, None))(reset_keys, params)
+
+        def body(carry, key):
+            state, total = carry
+            action_key, step_key = jax.random.split(key)
+            actions = jax.random.randint(action_key, (num_envs,), 0, 2)
+            _, state, reward, _, _, _ = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
+                jax.random.split(step_key, num_envs), state, actions, params
+            )
+            return (state, total + reward.sum()), None
+
+        (_, total), _ = jax.lax.scan(body, (state, 0.0), jax.random.split(key, length))
+        return total
+
+    fn = jax.jit(run).lower(jax.random.PRNGKey(0)).compile()
+    jax.block_until_ready(fn(jax.random.PRNGKey(1)))
+    best = 0.0
+    for seed in range(3):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(jax.random.PRNGKey(seed + 2)))
+        best = max(best, length * num_envs / (time.perf_counter() - start))
+    return best
+
+
+def train(config: str, seed: int) -> dict[str, float]:
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, PPO, *COMMON, *CONFIGS[config], f"arch.seed={seed}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+    )
+    wall = time.perf_counter() - start
+    match = re.search(r"episode_return=(\S+) .* ([\d,]+) steps/s training, compile ([\d.]+)s", proc.stdout)
+    if proc.returncode or not match:
+        raise SystemExit(f"config {config} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return {
+        "sps": float(match.group(2).replace(",", "")),
+        "compile_s": float(match.group(3)),
+        "wall_s": wall,
+        "return": float(match.group(1)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--configs", default="AB")
+    args = parser.parse_args()
+
+    import jax
+
+    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind} x {jax.device_count()}")
+    stepping = {n: pure_stepping(n) for n in sorted({NUM_ENVS[c] for c in args.configs})}
+    for num_envs, sps in stepping.items():
+        print(f"(a) pure CartPole-v1 stepping, {num_envs:>4} envs: {sps:>12,.0f} steps/s")
+    for config in args.configs:
+        runs = [train(config, seed) for seed in range(args.seeds)]
+        sps = statistics.median(r["sps"] for r in runs)
+        compile_s = statistics.median(r["compile_s"] for r in runs)
+        wall_s = statistics.median(r["wall_s"] for r in runs)
+        returns = ", ".join(f"{r['return']:.0f}" for r in runs)
+        purejaxrl, original = REFERENCE[config]
+        print(
+            f"(b) config {config}: {sps:>10,.0f} steps/s training (compile {compile_s:.1f}s, "
+            f"whole process {wall_s:.1f}s; absolute returns {returns})"
+        )
+        print(
+            f"(c) config {config}: {sps / stepping[NUM_ENVS[config]]:.3f} of pure stepping at "
+            f"{NUM_ENVS[config]} envs; x{sps / max(purejaxrl, original):.2f} the better reference "
+            f"(PureJaxRL {purejaxrl:,}, original Stoix {original:,} steps/s, from the issue)"
+        )
+        if config == "A":
+            print(
+                f"    config A whole process: {wall_s:.1f}s vs PureJaxRL {REFERENCE_WALL_A[0]:.0f}s, "
+                f"original Stoix {REFERENCE_WALL_A[1]:.0f}s (from the issue)"
+            )
+
+
+if __name__ == "__main__":
+    main()
