@@ -90,3 +90,21 @@ def test_replicas_stay_identical_across_four_devices(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_optuna_sweep_runs_trials(tmp_path):
+    proc = run_script(
+        PPO,
+        [
+            "-m",
+            *TINY,
+            "hydra/sweeper=optuna",
+            "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.direction=maximize",
+            "system.learning_rate=interval(1e-4,1e-3)",
+        ],
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("RESULT ff_ppo") == 2
+    assert "Best value" in proc.stdout + proc.stderr

@@ -1,0 +1,126 @@
+"""A minimal single-function PPO in the PureJaxRL style, as an in-run speed baseline.
+
+Written for `stoix.utils.benchmark` so Stoix's throughput can be compared, in the same
+process and on the same jax, with the design PureJaxRL popularised: one jitted function, no
+pmap/vmap over learners, values computed during the rollout, one actor-critic module, GAE
+bootstrapped from the last value. It implements the same updates at the same sizes as
+`ff_ppo` (it is not a copy of PureJaxRL's code) and is not used for training.
+"""
+
+from collections.abc import Sequence
+
+import distrax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax.linen.initializers import constant, orthogonal
+
+
+class ActorCritic(nn.Module):
+    action_dim: int
+    layer_sizes: Sequence[int]
+    activation: str
+
+    @nn.compact
+    def __call__(self, x):
+        act = nn.relu if self.activation == "relu" else nn.tanh
+        pi, v = x, x
+        for size in self.layer_sizes:
+            pi = act(nn.Dense(size, kernel_init=orthogonal(np.sqrt(2)), bias_init=constant(0.0))(pi))
+            v = act(nn.Dense(size, kernel_init=orthogonal(np.sqrt(2)), bias_init=constant(0.0))(v))
+        logits = nn.Dense(self.action_dim, kernel_init=orthogonal(0.01))(pi)
+        value = nn.Dense(1, kernel_init=orthogonal(1.0))(v)
+        return distrax.Categorical(logits=logits), jnp.squeeze(value, -1)
+
+
+def make_train(num_envs, num_steps, total_timesteps, epochs, num_minibatches, layer_sizes, activation):
+    from stoix.wrappers.gymnax import make_gymnax_env
+
+    env, params = make_gymnax_env("CartPole-v1")
+    num_updates = total_timesteps // (num_envs * num_steps)
+    minibatch = num_envs * num_steps // num_minibatches
+    network = ActorCritic(env.num_actions, tuple(layer_sizes), activation)
+    schedule = optax.linear_schedule(2.5e-4, 0.0, num_updates * epochs * num_minibatches)
+    tx = optax.chain(optax.clip_by_global_norm(0.5), optax.adam(schedule, eps=1e-5))
+    vreset = jax.vmap(env.reset, in_axes=(0, None))
+    vstep = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+
+    def train(key):
+        key, init_key, reset_key = jax.random.split(key, 3)
+        net_params = network.init(init_key, jnp.zeros((1, 4)))
+        opt_state = tx.init(net_params)
+        obs, env_state = vreset(jax.random.split(reset_key, num_envs), params)
+
+        def update(runner, _):
+            def env_step(carry, _):
+                net_params, opt_state, env_state, obs, key = carry
+                key, act_key, step_key = jax.random.split(key, 3)
+                pi, value = network.apply(net_params, obs)
+                action = pi.sample(seed=act_key)
+                log_prob = pi.log_prob(action)
+                obs2, env_state, reward, done, _, _ = vstep(
+                    jax.random.split(step_key, num_envs), env_state, action, params
+                )
+                return (net_params, opt_state, env_state, obs2, key), (
+                    obs,
+                    action,
+                    log_prob,
+                    value,
+                    reward,
+                    done,
+                )
+
+            runner, (t_obs, t_act, t_logp, t_val, t_rew, t_done) = jax.lax.scan(
+                env_step, runner, None, num_steps
+            )
+            net_params, opt_state, env_state, obs, key = runner
+            _, last_val = network.apply(net_params, obs)
+
+            def gae_step(carry, x):
+                gae, next_value = carry
+                done, value, reward = x
+                delta = reward + 0.99 * next_value * (1 - done) - value
+                gae = delta + 0.99 * 0.95 * (1 - done) * gae
+                return (gae, value), gae
+
+            _, adv = jax.lax.scan(
+                gae_step, (jnp.zeros_like(last_val), last_val), (t_done, t_val, t_rew), reverse=True
+            )
+            targets = adv + t_val
+
+            def loss_fn(p, b):
+                obs, act, logp_old, val_old, a, tgt = b
+                pi, value = network.apply(p, obs)
+                logp = pi.log_prob(act)
+                a = (a - a.mean()) / (a.std() + 1e-8)
+                ratio = jnp.exp(logp - logp_old)
+                pg = -jnp.minimum(ratio * a, jnp.clip(ratio, 0.8, 1.2) * a).mean()
+                return pg + 0.5 * 0.5 * jnp.square(value - tgt).mean() - 0.01 * pi.entropy().mean()
+
+            def epoch(carry, _):
+                net_params, opt_state, key = carry
+                key, perm_key = jax.random.split(key)
+                perm = jax.random.permutation(perm_key, num_envs * num_steps)
+                batch = (t_obs, t_act, t_logp, t_val, adv, targets)
+                batch = jax.tree.map(lambda x: x.reshape(num_envs * num_steps, *x.shape[2:])[perm], batch)
+                batch = jax.tree.map(lambda x: x.reshape(num_minibatches, minibatch, *x.shape[1:]), batch)
+
+                def minibatch_step(carry, b):
+                    net_params, opt_state = carry
+                    grads = jax.grad(loss_fn)(net_params, b)
+                    updates, opt_state = tx.update(grads, opt_state)
+                    return (optax.apply_updates(net_params, updates), opt_state), None
+
+                (net_params, opt_state), _ = jax.lax.scan(minibatch_step, (net_params, opt_state), batch)
+                return (net_params, opt_state, key), None
+
+            (net_params, opt_state, key), _ = jax.lax.scan(epoch, (net_params, opt_state, key), None, epochs)
+            return (net_params, opt_state, env_state, obs, key), t_rew.sum()
+
+        runner = (net_params, opt_state, env_state, obs, key)
+        runner, rewards = jax.lax.scan(update, runner, None, num_updates)
+        return rewards
+
+    return train, num_updates * num_envs * num_steps
