@@ -29,6 +29,19 @@ class AnakinSizes:
     num_eval_episodes: int
     eval_episodes_per_device: int
 
+    @property
+    def replica_axes(self) -> tuple[str, ...]:
+        """The mapped axes that hold more than one replica, innermost first.
+
+        Averaging over an axis of size one is the identity, but on the CPU each collective
+        still costs a synchronisation, so learners average over these axes only.
+        """
+        return tuple(
+            name
+            for name, size in (("batch", self.update_batch_size), ("device", self.num_devices))
+            if size > 1
+        )
+
     def warnings(self) -> list[str]:
         if self.total_timesteps == self.requested_timesteps:
             return []

@@ -201,8 +201,8 @@ def get_learner_fn(
     def _update_minibatch(carry: _UpdateCarry, minibatch: PPOBatch) -> tuple[_UpdateCarry, dict]:
         grads, metrics = jax.grad(loss_fn, has_aux=True)(carry.params, minibatch)
         # NOTE: every replica must take the same step: average over update batches, then devices.
-        grads, metrics = jax.lax.pmean((grads, metrics), axis_name="batch")
-        grads, metrics = jax.lax.pmean((grads, metrics), axis_name="device")
+        for axis in sizes.replica_axes:
+            grads, metrics = jax.lax.pmean((grads, metrics), axis_name=axis)
         updates, opt_state = optimizer.update(grads, carry.opt_state, carry.params)
         params = optax.apply_updates(carry.params, updates)
         return carry._replace(params=params, opt_state=opt_state), metrics
@@ -247,7 +247,7 @@ def get_learner_fn(
         if norm_obs:
             # Statistics change after the epochs, so each rollout is acted on and learned
             # from with the same normalisation (the first ratio is exactly 1).
-            obs_norm = update_statistics(obs_norm, traj.obs.agent_view, ("batch", "device"))
+            obs_norm = update_statistics(obs_norm, traj.obs.agent_view, sizes.replica_axes)
         state = state._replace(
             params=carry.params, opt_state=carry.opt_state, key=carry.key, obs_norm=obs_norm
         )
