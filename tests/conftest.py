@@ -11,17 +11,31 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Enough for every code path (a few updates, one evaluation) and nothing more.
-TINY = [
+TINY_ARCH = [
     "arch.total_num_envs=4",
     "arch.total_timesteps=1024",
     "arch.num_evaluation=2",
     "arch.num_eval_episodes=4",
-    "system.rollout_length=16",
-    "system.num_minibatches=2",
-    "system.epochs=1",
     "logger.use_console=false",
     "logger.use_json=false",
 ]
+TINY_SYSTEM = {
+    "ppo": ["system.rollout_length=16", "system.num_minibatches=2", "system.epochs=1"],
+    "q_learning": [
+        "system.rollout_length=8",
+        "system.total_buffer_size=256",
+        "system.total_batch_size=16",
+        "system.warmup_steps=64",
+    ],
+}
+TINY = [*TINY_ARCH, *TINY_SYSTEM["ppo"]]
+
+
+def tiny_for(system_name: str) -> list:
+    """TINY_ARCH plus the tiny sizes of the system's family (by its file's folder)."""
+    (path,) = REPO_ROOT.glob(f"stoix/systems/**/{system_name}.py")
+    family = path.relative_to(REPO_ROOT / "stoix" / "systems").parts[0]
+    return [*TINY_ARCH, *TINY_SYSTEM[family]]
 
 
 def run_script(

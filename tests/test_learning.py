@@ -2,7 +2,8 @@
 
 Run with `make test-learning` (pytest -m learning). One fixed seed, greedy evaluation; the
 number checked is the absolute metric (the best parameters re-evaluated over 10x episodes).
-A random policy scores about 22 on CartPole-v1 and about -1200 on Pendulum-v1.
+Budgets count every environment step, DQN's random-action warm-up included. A random
+policy scores about 22 on CartPole-v1 and about -1200 on Pendulum-v1.
 """
 
 import pytest
@@ -22,13 +23,33 @@ CASES = {
         ["arch.total_timesteps=500000"],
         -400.0,
     ),
+    # python stoix/systems/q_learning/ff_dqn.py arch.total_timesteps=290000  (+ 1e4 warm-up = 3e5)
+    "ff_dqn_cartpole": ("default/anakin/default_ff_dqn", ["arch.total_timesteps=290000"], 400.0),
+    # python stoix/systems/q_learning/ff_ddqn.py arch.total_timesteps=290000
+    "ff_ddqn_cartpole": ("default/anakin/default_ff_ddqn", ["arch.total_timesteps=290000"], 400.0),
+    # python stoix/systems/q_learning/ff_dqn.py network=mlp_dueling_dqn arch.total_timesteps=290000
+    "ff_dqn_dueling_cartpole": (
+        "default/anakin/default_ff_dqn",
+        ["network=mlp_dueling_dqn", "arch.total_timesteps=290000"],
+        400.0,
+    ),
 }
+
+
+def learner_setup_of(config_name):
+    from stoix.systems.ppo.anakin import ff_ppo
+    from stoix.systems.q_learning import ff_ddqn, ff_dqn
+
+    return {
+        "default/anakin/default_ff_ppo": ff_ppo.learner_setup,
+        "default/anakin/default_ff_ppo_continuous": ff_ppo.learner_setup,
+        "default/anakin/default_ff_dqn": ff_dqn.learner_setup,
+        "default/anakin/default_ff_ddqn": ff_ddqn.learner_setup,
+    }[config_name]
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_system_learns(case, tmp_path):
-    from stoix.systems.ppo.anakin import ff_ppo
-
     config_name, overrides, threshold = CASES[case]
     overrides = [
         *overrides,
@@ -38,6 +59,7 @@ def test_system_learns(case, tmp_path):
         f"logger.base_exp_path={tmp_path}",
     ]
     cfg = compose_config(config_name, overrides)
-    assert cfg.arch.total_timesteps <= 500_000
-    metric = run_experiment(cfg, ff_ppo.learner_setup)
+    warmup = int(cfg.system.get("warmup_steps", 0))
+    assert cfg.arch.total_timesteps + warmup <= (500_000 if "ppo" in case else 300_000)
+    metric = run_experiment(cfg, learner_setup_of(config_name))
     assert metric >= threshold, f"{case}: absolute episode_return {metric:.1f} < {threshold}"

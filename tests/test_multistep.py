@@ -75,3 +75,39 @@ def test_matches_loop_with_random_ends_and_batch_axis(seed):
     for n in range(N):
         expected = loop_gae(r[:, n], d[:, n], v_tm1[:, n], v_t[:, n], done[:, n], 0.95)
         np.testing.assert_allclose(adv[:, n], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_n_step_bootstrap_by_hand():
+    from stoix.utils.multistep import n_step_bootstrap
+
+    gamma = 0.5
+    r = np.array(
+        [
+            [1.0, 2.0, 4.0],  # no end: 1 + 1 + 1, bootstrap from step 2 with gamma^3
+            [1.0, 2.0, 4.0],  # terminated at step 1: 1 + 1, no bootstrap
+            [1.0, 2.0, 4.0],  # truncated at step 0: 1, bootstrap gamma^1 from step 0's final obs
+        ],
+        np.float32,
+    )
+    d = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], np.float32)
+    done = np.array([[0, 0, 0], [0, 1, 0], [1, 0, 0]], np.float32)
+    g, discount, index = n_step_bootstrap(r, d, done, gamma)
+    np.testing.assert_allclose(g, [3.0, 2.0, 1.0])
+    np.testing.assert_allclose(discount, [0.125, 0.0, 0.5])
+    np.testing.assert_array_equal(index, [2, 1, 0])
+
+
+def test_one_step_bootstrap_matches_rlax_q_learning_target():
+    from stoix.utils.multistep import n_step_bootstrap
+
+    rng = np.random.default_rng(0)
+    r = rng.normal(size=(8, 1)).astype(np.float32)
+    d = (rng.random((8, 1)) < 0.7).astype(np.float32)
+    g, discount, index = n_step_bootstrap(r, d, 1.0 - d, 0.9)
+    q_t = rng.normal(size=(8, 3)).astype(np.float32)
+    q_tm1 = rng.normal(size=(8, 3)).astype(np.float32)
+    a = rng.integers(0, 3, size=8)
+    ours = g + discount * q_t.max(-1) - q_tm1[np.arange(8), a]
+    expected = [rlax.q_learning(q_tm1[i], a[i], r[i, 0], 0.9 * d[i, 0], q_t[i]) for i in range(8)]
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(index, 0)

@@ -72,5 +72,10 @@ def test_impossible_splits_name_the_key_value_and_fix(kwargs, devices, message):
 
 def test_replica_axes_skip_axes_of_size_one():
     assert anakin_sizes(arch(), rollout_length=16, num_devices=1).replica_axes == ()
-    assert anakin_sizes(arch(update_batch_size=2), rollout_length=16, num_devices=1).replica_axes == ("batch",)
-    assert anakin_sizes(arch(update_batch_size=2), rollout_length=16, num_devices=2).replica_axes == ("batch", "device")
+    assert anakin_sizes(arch(update_batch_size=2), rollout_length=16, num_devices=1).replica_axes == (
+        "batch",
+    )
+    assert anakin_sizes(arch(update_batch_size=2), rollout_length=16, num_devices=2).replica_axes == (
+        "batch",
+        "device",
+    )

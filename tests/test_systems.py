@@ -5,6 +5,7 @@ import importlib
 from pathlib import Path
 
 import pytest
+from conftest import tiny_for
 from omegaconf import OmegaConf
 
 from stoix.utils.config import CONFIG_DIR, REPO_ROOT, StoixConfigError, compose_config
@@ -14,7 +15,7 @@ ENTRY_CONFIGS = sorted(p.stem for p in (Path(CONFIG_DIR) / "default" / "anakin")
 
 
 def system_module(system_name: str):
-    (path,) = REPO_ROOT.glob(f"stoix/systems/*/anakin/{system_name}.py")
+    (path,) = REPO_ROOT.glob(f"stoix/systems/**/{system_name}.py")
     return importlib.import_module(".".join(path.relative_to(REPO_ROOT).with_suffix("").parts))
 
 
@@ -23,8 +24,9 @@ def test_there_are_entry_configs():
 
 
 @pytest.mark.parametrize("entry", ENTRY_CONFIGS)
-def test_entry_config_trains_for_a_tiny_budget_without_mutating_config(entry, tiny):
-    cfg = compose_config(f"default/anakin/{entry}", tiny)
+def test_entry_config_trains_for_a_tiny_budget_without_mutating_config(entry, tmp_path):
+    overrides = [*tiny_for(entry.removeprefix("default_")), f"logger.base_exp_path={tmp_path}"]
+    cfg = compose_config(f"default/anakin/{entry}", overrides)
     assert cfg.system.system_name == entry.removeprefix("default_")
     before = copy.deepcopy(OmegaConf.to_container(cfg))
     module = system_module(cfg.system.system_name)

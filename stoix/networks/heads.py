@@ -6,6 +6,7 @@ import chex
 import distrax
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 from flax.linen.initializers import constant, orthogonal
 
 from stoix.networks.distributions import AffineTanhNormal
@@ -72,3 +73,30 @@ class ScalarCriticHead(nn.Module):
     @nn.compact
     def __call__(self, x: chex.Array) -> chex.Array:
         return jnp.squeeze(nn.Dense(1, kernel_init=orthogonal(1.0))(x), axis=-1)
+
+
+class DiscreteQNetworkHead(nn.Module):
+    """One Q-value per action."""
+
+    action_dim: int
+    discrete_actions = True
+
+    @nn.compact
+    def __call__(self, x: chex.Array, action_mask: chex.Array) -> chex.Array:
+        return nn.Dense(self.action_dim, kernel_init=orthogonal(1.0))(x)
+
+
+class DuelingQNetworkHead(nn.Module):
+    """Q = V + A - mean(A) (Wang et al., 2016), each stream with its own hidden layer."""
+
+    action_dim: int
+    hidden_size: int = 64
+    discrete_actions = True
+
+    @nn.compact
+    def __call__(self, x: chex.Array, action_mask: chex.Array) -> chex.Array:
+        value_hidden = nn.relu(nn.Dense(self.hidden_size, kernel_init=orthogonal(np.sqrt(2.0)))(x))
+        value = nn.Dense(1, kernel_init=orthogonal(1.0))(value_hidden)
+        adv_hidden = nn.relu(nn.Dense(self.hidden_size, kernel_init=orthogonal(np.sqrt(2.0)))(x))
+        advantage = nn.Dense(self.action_dim, kernel_init=orthogonal(1.0))(adv_hidden)
+        return value + advantage - jnp.mean(advantage, axis=-1, keepdims=True)

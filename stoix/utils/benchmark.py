@@ -10,6 +10,9 @@ Prints, from one run on this machine:
   (c) each training figure as a fraction of (a) at the same number of environments, and as a
       ratio to a minimal PureJaxRL-style PPO (stoix/utils/benchmark_baseline.py) timed in the
       same run at the same sizes.
+  (d) ff_dqn at PureJaxRL's DQN settings (10 envs, buffer 1e4, batch 128, 1e4 random warm-up
+      steps, a gradient step every 10 environment steps, 5e5 steps in all), beside pure
+      stepping at 10 envs.
 Each training run is a fresh process of the real script, so start-up and compile are counted
 as a user sees them. Timings are medians over --seeds seeds.
 """
@@ -24,6 +27,17 @@ import time
 from stoix.utils.config import REPO_ROOT
 
 PPO = str(REPO_ROOT / "stoix/systems/ppo/anakin/ff_ppo.py")
+DQN = str(REPO_ROOT / "stoix/systems/q_learning/ff_dqn.py")
+# The defaults of ff_dqn are PureJaxRL's DQN settings; its 1e4 warm-up steps come on top.
+DQN_OVERRIDES = [
+    "arch.total_timesteps=490000",
+    "arch.num_evaluation=5",
+    "logger.use_console=false",
+    "logger.use_json=false",
+]
+# Reported in the Q-learning issue for this machine kind: PureJaxRL's DQN and the original
+# Stoix DQN at those settings.
+REFERENCE_DQN = (83_000, 79_000)
 COMMON = [
     "arch.total_timesteps=500000",
     "arch.num_evaluation=5",
@@ -50,7 +64,7 @@ CONFIGS: dict[str, list[str]] = {
         "network.critic_network.pre_torso.activation=relu",
     ],
 }
-NUM_ENVS = {"A": 4, "B": 256}
+NUM_ENVS = {"A": 4, "B": 256, "DQN": 10}
 # Reported in the foundation issue for a 2-core CPU of this machine kind (jax 0.5.3,
 # compilation excluded, 3 seeds): steps/s of PureJaxRL and of the original Stoix, and
 # PureJaxRL's and original Stoix's whole-process wall time for config A.
@@ -113,9 +127,13 @@ def baseline(config: str, seed: int) -> float:
 
 
 def train(config: str, seed: int) -> dict[str, float]:
+    if config == "DQN":
+        command = [sys.executable, DQN, *DQN_OVERRIDES, f"arch.seed={seed}"]
+    else:
+        command = [sys.executable, PPO, *COMMON, *CONFIGS[config], f"arch.seed={seed}"]
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, PPO, *COMMON, *CONFIGS[config], f"arch.seed={seed}"],
+        command,
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
@@ -135,17 +153,29 @@ def train(config: str, seed: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--configs", default="AB")
+    parser.add_argument("--configs", default="A,B,DQN", help="comma-separated: A, B, DQN")
     args = parser.parse_args()
 
     import jax
 
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind} x {jax.device_count()}")
-    stepping = {n: pure_stepping(n) for n in sorted({NUM_ENVS[c] for c in args.configs})}
+    configs = args.configs.split(",")
+    stepping = {n: pure_stepping(n) for n in sorted({NUM_ENVS[c] for c in configs})}
     for num_envs, sps in stepping.items():
         print(f"(a) pure CartPole-v1 stepping, {num_envs:>4} envs: {sps:>12,.0f} steps/s")
-    for config in args.configs:
+    for config in configs:
         runs = [train(config, seed) for seed in range(args.seeds)]
+        if config == "DQN":
+            sps = statistics.median(r["sps"] for r in runs)
+            returns = ", ".join(f"{r['return']:.0f}" for r in runs)
+            print(
+                f"(d) ff_dqn: {sps:>10,.0f} steps/s training (compile "
+                f"{statistics.median(r['compile_s'] for r in runs):.1f}s; absolute returns {returns}); "
+                f"{sps / stepping[10]:.3f} of pure stepping at 10 envs; x{sps / max(REFERENCE_DQN):.2f} "
+                f"the better figure in the issue (PureJaxRL {REFERENCE_DQN[0]:,}, original Stoix "
+                f"{REFERENCE_DQN[1]:,})"
+            )
+            continue
         base_sps = statistics.median(baseline(config, seed) for seed in range(args.seeds))
         sps = statistics.median(r["sps"] for r in runs)
         compile_s = statistics.median(r["compile_s"] for r in runs)

@@ -39,3 +39,28 @@ def truncated_gae(
         _backward, jnp.zeros_like(delta_t[0]), (delta_t, decay_t), reverse=True, unroll=unroll
     )
     return advantages, advantages + v_tm1
+
+
+def n_step_bootstrap(
+    r_t: chex.Array, d_t: chex.Array, done_t: chex.Array, gamma: float
+) -> tuple[chex.Array, chex.Array, chex.Array]:
+    """The n-step return of a sequence of transitions, stopping where the episode ends.
+
+    Inputs are shaped (..., n), time on the last axis: rewards, termination discounts (0 where
+    the episode terminated, else 1) and episode ends. Returns
+      g          sum_k gamma^k r_k over the transitions up to and including the first end,
+      discount   what multiplies the bootstrap value: gamma^(m+1) * d_m, zero after a
+                 termination, gamma^(m+1) after a truncation or when no episode ended,
+      index      m, the transition whose `next_obs` to bootstrap from (the first end, else n-1).
+    With n = 1 this is the one-step target r + gamma * d * V(next_obs).
+    """
+    n = r_t.shape[-1]
+    done = done_t.astype(r_t.dtype)
+    # alive_k: no episode ended before transition k.
+    alive = jnp.cumprod(jnp.concatenate([jnp.ones_like(done[..., :1]), 1.0 - done[..., :-1]], -1), -1)
+    powers = gamma ** jnp.arange(n, dtype=r_t.dtype)
+    g = jnp.sum(powers * alive * r_t, axis=-1)
+    index = jnp.minimum(jnp.sum(alive, axis=-1).astype(jnp.int32) - 1, n - 1)
+    d_m = jnp.take_along_axis(d_t, index[..., None], axis=-1)[..., 0]
+    discount = gamma ** (index + 1).astype(r_t.dtype) * d_m
+    return g, discount, index

@@ -117,3 +117,10 @@ def anakin_sizes(arch: Any, rollout_length: int, num_devices: int) -> AnakinSize
         num_eval_episodes=num_eval_episodes,
         eval_episodes_per_device=eval_episodes_per_device,
     )
+
+
+def per_slot(key: str, total: int, sizes: AnakinSizes) -> int:
+    """A `total_` quantity (buffer size, batch size) split evenly over every learner slot."""
+    return check_divisible(
+        key, int(total), sizes.num_devices * sizes.update_batch_size, "devices*arch.update_batch_size"
+    )

@@ -1,0 +1,318 @@
+"""Deep Q-Network (Mnih et al., 2015, doi:10.1038/nature14236) on Anakin.
+
+Epsilon-greedy acting with a linear schedule, replay from a flashbax trajectory buffer held
+inside the compiled learner, n-step returns, a target network (hard or Polyak updates) and a
+Huber or squared TD loss from rlax. A time-limit end is not a termination: the target
+bootstraps from the true final observation unless the episode terminated.
+
+Dueling DQN is a network, not a file: `network=mlp_dueling_dqn`. Double DQN (ff_ddqn.py)
+reuses this file with its own loss.
+
+    python stoix/systems/q_learning/ff_dqn.py network=mlp_dueling_dqn
+"""
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import chex
+import distrax
+import flashbax as fbx
+import hydra
+import jax
+import jax.numpy as jnp
+import optax
+import rlax
+from omegaconf import DictConfig
+
+from stoix.base_types import ActorApply, ExperimentOutput, Observation, SystemSetup
+from stoix.networks.base import make_actor
+from stoix.utils.config import CONFIG_DIR, check_divisible, require
+from stoix.utils.experiment import init_learner_state, run_from_cli
+from stoix.utils.multistep import n_step_bootstrap
+from stoix.utils.sizes import AnakinSizes, per_slot
+
+
+class OnlineAndTarget(NamedTuple):
+    online: Any
+    target: Any
+
+
+class QTransition(NamedTuple):
+    obs: Observation
+    action: chex.Array
+    reward: chex.Array
+    discount: chex.Array  # 0 on termination, 1 otherwise (truncation included)
+    done: chex.Array  # the episode ended here, terminated or truncated
+    next_obs: Observation  # true next observation (the final one when the episode ended)
+
+
+class LearnerState(NamedTuple):
+    params: OnlineAndTarget
+    opt_state: optax.OptState
+    buffer_state: Any
+    key: chex.PRNGKey
+    env_state: Any
+    timestep: Any
+    env_steps: chex.Array  # environment steps taken by all envs together since warm-up
+    gradient_steps: chex.Array
+
+
+class _UpdateCarry(NamedTuple):
+    params: OnlineAndTarget
+    opt_state: optax.OptState
+    buffer_state: Any
+    key: chex.PRNGKey
+    gradient_steps: chex.Array
+
+
+def _at_index(tree: Any, index: chex.Array) -> Any:
+    """Leaves shaped (B, n, ...) -> (B, ...), taking time step index[b] for sample b."""
+    return jax.tree.map(lambda x: x[jnp.arange(x.shape[0]), index], tree)
+
+
+# ALGO LOGIC: the loss. Module-level so tests call it with hand-made batches.
+def q_learning_loss(
+    online_params: Any,
+    target_params: Any,
+    batch: QTransition,
+    *,
+    apply_fn: Callable,
+    gamma: float,
+    loss: str,
+    huber_delta: float,
+) -> tuple[chex.Array, dict[str, chex.Array]]:
+    """n-step Q-learning on sequences shaped (B, n): the TD error of the first transition
+    against sum_k gamma^k r_k + gamma^(m+1) d_m max_a Q_target(next_obs_m) (rlax.q_learning)."""
+    q_tm1 = apply_fn(online_params, jax.tree.map(lambda x: x[:, 0], batch.obs))
+    g, discount, index = n_step_bootstrap(batch.reward, batch.discount, batch.done, gamma)
+    q_t = apply_fn(target_params, _at_index(batch.next_obs, index))
+    td_error = jax.vmap(rlax.q_learning)(q_tm1, batch.action[:, 0], g, discount, q_t)
+    value = td_loss(td_error, loss, huber_delta)
+    return value, {"q_loss": value, "mean_q": jnp.mean(q_tm1)}
+
+
+def td_loss(td_error: chex.Array, loss: str, huber_delta: float) -> chex.Array:
+    if loss == "huber":
+        return jnp.mean(rlax.huber_loss(td_error, huber_delta))
+    return jnp.mean(rlax.l2_loss(td_error))
+
+
+def get_learner_fn(
+    env: Any,
+    q_apply: Callable,
+    optimizer: optax.GradientTransformation,
+    buffer: Any,
+    loss_fn: Callable,
+    sizes: AnakinSizes,
+    config: DictConfig,
+) -> Callable[[LearnerState], ExperimentOutput]:
+    """One slot's learner: each update takes `rollout_length` steps, stores them, then takes
+    `epochs` gradient steps on replayed n-step sequences."""
+    cfg = config.system
+    epsilon = optax.linear_schedule(
+        float(cfg.epsilon_start), float(cfg.epsilon_finish), int(cfg.epsilon_decay_steps)
+    )
+
+    def _env_step(state: LearnerState, _: Any) -> tuple[LearnerState, tuple[QTransition, Any]]:
+        # SELECT ACTION: epsilon-greedy on the online network
+        key, policy_key = jax.random.split(state.key)
+        obs = state.timestep.observation
+        q_values = q_apply(state.params.online, obs)
+        action = distrax.EpsilonGreedy(q_values, epsilon(state.env_steps)).sample(seed=policy_key)
+
+        # STEP ENVIRONMENT
+        env_state, timestep = env.step(state.env_state, action)
+        transition = QTransition(
+            obs=obs,
+            action=action,
+            reward=timestep.reward,
+            discount=timestep.discount,
+            done=timestep.last(),
+            next_obs=timestep.extras["next_obs"],
+        )
+        state = state._replace(
+            key=key,
+            env_state=env_state,
+            timestep=timestep,
+            env_steps=state.env_steps + sizes.total_num_envs,
+        )
+        return state, (transition, timestep.extras["episode_metrics"])
+
+    def _gradient_step(carry: _UpdateCarry, _: Any) -> tuple[_UpdateCarry, dict]:
+        key, sample_key = jax.random.split(carry.key)
+        batch = buffer.sample(carry.buffer_state, sample_key).experience  # (B, n_step, ...)
+        grads, metrics = jax.grad(loss_fn, has_aux=True)(carry.params.online, carry.params.target, batch)
+        # NOTE: every replica must take the same step: average over update batches, then devices.
+        for axis in sizes.replica_axes:
+            grads, metrics = jax.lax.pmean((grads, metrics), axis_name=axis)
+        updates, opt_state = optimizer.update(grads, carry.opt_state, carry.params.online)
+        online = optax.apply_updates(carry.params.online, updates)
+        gradient_steps = carry.gradient_steps + 1
+        if cfg.target_update == "hard":
+            target = optax.periodic_update(
+                online, carry.params.target, gradient_steps, int(cfg.target_update_period)
+            )
+        else:
+            target = optax.incremental_update(online, carry.params.target, float(cfg.tau))
+        carry = carry._replace(
+            params=OnlineAndTarget(online, target),
+            opt_state=opt_state,
+            key=key,
+            gradient_steps=gradient_steps,
+        )
+        return carry, metrics
+
+    def _update_step(state: LearnerState, _: Any) -> tuple[LearnerState, tuple[Any, dict]]:
+        # COLLECT AND STORE: the buffer wants (num_envs, time, ...)
+        state, (traj, episode_metrics) = jax.lax.scan(_env_step, state, None, sizes.rollout_length)
+        buffer_state = buffer.add(state.buffer_state, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), traj))
+
+        # UPDATE NETWORKS
+        carry = _UpdateCarry(state.params, state.opt_state, buffer_state, state.key, state.gradient_steps)
+        carry, metrics = jax.lax.scan(_gradient_step, carry, None, int(cfg.epochs))
+        state = state._replace(
+            params=carry.params,
+            opt_state=carry.opt_state,
+            buffer_state=carry.buffer_state,
+            key=carry.key,
+            gradient_steps=carry.gradient_steps,
+        )
+        metrics["epsilon"] = epsilon(state.env_steps)
+        return state, (episode_metrics, jax.tree.map(jnp.mean, metrics))
+
+    def learner_fn(state: LearnerState) -> ExperimentOutput:
+        state, (episode_metrics, train_metrics) = jax.lax.scan(
+            _update_step, state, None, sizes.num_updates_per_eval
+        )
+        return ExperimentOutput(state, episode_metrics, train_metrics)
+
+    return learner_fn
+
+
+def learner_setup(
+    env: Any,
+    config: DictConfig,
+    sizes: AnakinSizes,
+    key: chex.PRNGKey,
+    loss: Callable = q_learning_loss,
+) -> SystemSetup:
+    """Validate replay sizes, build the Q-network, optimiser and buffer, fill the buffer with
+    random-action warm-up steps and initialise every replica."""
+    cfg = config.system
+    require(cfg.loss in ("huber", "l2"), f"system.loss={cfg.loss!r} must be huber or l2.")
+    require(
+        cfg.target_update in ("hard", "polyak"),
+        f"system.target_update={cfg.target_update!r} must be hard or polyak.",
+    )
+    n_step = int(cfg.n_step)
+    require(n_step >= 1, f"system.n_step={n_step} must be >= 1.")
+    buffer_size = per_slot("system.total_buffer_size", cfg.total_buffer_size, sizes)
+    batch_size = per_slot("system.total_batch_size", cfg.total_batch_size, sizes)
+    warmup_per_env = check_divisible(
+        "system.warmup_steps", int(cfg.warmup_steps), sizes.total_num_envs, "arch.total_num_envs"
+    )
+    require(
+        warmup_per_env >= n_step,
+        f"system.warmup_steps={cfg.warmup_steps} leaves {warmup_per_env} steps per environment; "
+        f"sampling {n_step}-step sequences needs at least system.n_step*arch.total_num_envs="
+        f"{n_step * sizes.total_num_envs}.",
+    )
+    require(
+        buffer_size % sizes.num_envs == 0,
+        f"system.total_buffer_size={cfg.total_buffer_size} must be divisible by "
+        f"arch.total_num_envs={sizes.total_num_envs} (each environment keeps its own time axis).",
+    )
+    print(
+        f"  replay: {buffer_size} transitions and batches of {batch_size} per slot; "
+        f"{cfg.warmup_steps} warm-up steps before learning (not in the budget)"
+    )
+
+    q_network = make_actor(config.network.actor_network, env.action_spec)
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(float(cfg.max_grad_norm)),
+        optax.adam(
+            optax.linear_schedule(float(cfg.learning_rate), 0.0, sizes.num_updates * int(cfg.epochs))
+            if cfg.decay_learning_rates
+            else float(cfg.learning_rate),
+        ),
+    )
+    buffer = fbx.make_trajectory_buffer(
+        add_batch_size=sizes.num_envs,
+        sample_batch_size=batch_size,
+        sample_sequence_length=n_step,
+        period=1,
+        min_length_time_axis=n_step,
+        max_length_time_axis=buffer_size // sizes.num_envs,
+    )
+    obs_spec = env.observation_spec
+    num_actions = int(env.action_spec.num_values)
+
+    def _warmup_step(carry: tuple, _: Any) -> tuple[tuple, QTransition]:
+        env_state, timestep, key = carry
+        key, action_key = jax.random.split(key)
+        action = jax.random.randint(action_key, (sizes.num_envs,), 0, num_actions)
+        env_state, next_timestep = env.step(env_state, action)
+        transition = QTransition(
+            obs=timestep.observation,
+            action=action,
+            reward=next_timestep.reward,
+            discount=next_timestep.discount,
+            done=next_timestep.last(),
+            next_obs=next_timestep.extras["next_obs"],
+        )
+        return (env_state, next_timestep, key), transition
+
+    def init_fn(params_key: chex.PRNGKey, slot_key: chex.PRNGKey) -> LearnerState:
+        dummy_obs = jax.tree.map(lambda s: jnp.zeros((1, *s.shape), s.dtype), obs_spec.generate_value())
+        online = q_network.init(params_key, dummy_obs)
+        env_key, warmup_key, key = jax.random.split(slot_key, 3)
+        env_state, timestep = env.reset(jax.random.split(env_key, sizes.num_envs))
+        # WARM-UP: random actions fill the buffer before the first gradient step.
+        (env_state, timestep, _), traj = jax.lax.scan(
+            _warmup_step, (env_state, timestep, warmup_key), None, warmup_per_env
+        )
+        one = jax.tree.map(lambda x: x[0, 0], traj)
+        buffer_state = buffer.add(buffer.init(one), jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), traj))
+        return LearnerState(
+            params=OnlineAndTarget(online, online),
+            opt_state=optimizer.init(online),
+            buffer_state=buffer_state,
+            key=key,
+            env_state=env_state,
+            timestep=timestep,
+            env_steps=jnp.zeros((), jnp.int32),
+            gradient_steps=jnp.zeros((), jnp.int32),
+        )
+
+    loss_fn = functools.partial(
+        loss,
+        apply_fn=q_network.apply,
+        gamma=float(cfg.gamma),
+        loss=str(cfg.loss),
+        huber_delta=float(cfg.huber_delta),
+    )
+    learner_fn = get_learner_fn(env, q_network.apply, optimizer, buffer, loss_fn, sizes, config)
+    learn = jax.pmap(jax.vmap(learner_fn, axis_name="batch"), axis_name="device", donate_argnums=0)
+    evaluation_epsilon = float(cfg.evaluation_epsilon)
+
+    def act(params: Any, observation: Observation, key: chex.PRNGKey, greedy: bool) -> chex.Array:
+        q_values = q_network.apply(params, observation)
+        if greedy:
+            return jnp.argmax(q_values, axis=-1)
+        return distrax.EpsilonGreedy(q_values, evaluation_epsilon).sample(seed=key)
+
+    return SystemSetup(
+        learn=learn,
+        learner_state=init_learner_state(init_fn, key, sizes),
+        actor=ActorApply(act=act, eval_params=lambda state: state.params.online),
+    )
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="default/anakin/default_ff_dqn", version_base="1.3")
+def hydra_entry_point(cfg: DictConfig) -> float:
+    return run_from_cli(cfg, learner_setup)
+
+
+if __name__ == "__main__":
+    hydra_entry_point()

@@ -1,0 +1,139 @@
+"""DQN: the loss against hand-computed targets, truncation vs termination, replay splits."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import TINY_ARCH, TINY_SYSTEM
+
+from stoix.base_types import Observation
+from stoix.systems.q_learning import ff_dqn
+from stoix.utils.config import StoixConfigError, compose_config
+from stoix.utils.experiment import run_experiment
+
+
+def linear_q(params, obs):
+    """Q(s, a) = params[a] * s[0]: easy to compute by hand."""
+    return obs.agent_view[..., :1] * params
+
+
+def obs_of(values):
+    values = jnp.asarray(values, jnp.float32)
+    return Observation(values[..., None], jnp.ones((*values.shape, 2)), jnp.zeros(values.shape, jnp.int32))
+
+
+def batch(reward, discount, done, next_value, n=1):
+    """One sample of n transitions from state value 1.0 taking action 0."""
+    return ff_dqn.QTransition(
+        obs=obs_of(np.ones((1, n))),
+        action=jnp.zeros((1, n), jnp.int32),
+        reward=jnp.asarray([reward], jnp.float32),
+        discount=jnp.asarray([discount], jnp.float32),
+        done=jnp.asarray([done], bool),
+        next_obs=obs_of(np.asarray([next_value], np.float32)),
+    )
+
+
+def loss_of(b, gamma=0.5):
+    online = jnp.array([2.0, 0.0])  # Q(s=1, a=0) = 2
+    target = jnp.array([1.0, 3.0])  # max_a Q_target(s') = 3 s' for s' > 0
+    loss, _ = ff_dqn.q_learning_loss(
+        online, target, b, apply_fn=linear_q, gamma=gamma, loss="l2", huber_delta=1.0
+    )
+    return float(loss)
+
+
+def test_truncated_transition_bootstraps_from_the_final_observation():
+    # Truncated: discount 1, episode over: target = 1 + 0.5 * 3 * 4 = 7; TD = 5; l2 = 12.5.
+    assert loss_of(batch([1.0], [1.0], [True], [4.0])) == pytest.approx(0.5 * 5.0**2)
+
+
+def test_terminated_transition_does_not_bootstrap():
+    # Terminated: target = 1; TD = -1.
+    assert loss_of(batch([1.0], [0.0], [True], [4.0])) == pytest.approx(0.5 * 1.0**2)
+
+
+def test_n_step_target_stops_at_the_episode_end():
+    # Two steps, the first truncated: the second transition is another episode's and is ignored.
+    b = batch([1.0, 100.0], [1.0, 1.0], [True, False], [4.0, 9.0], n=2)
+    assert loss_of(b) == pytest.approx(0.5 * 5.0**2)
+    # No end: target = 1 + 0.5 * 1 + 0.25 * 3 * 2 = 3; TD = 1.
+    b = batch([1.0, 1.0], [1.0, 1.0], [False, False], [5.0, 2.0], n=2)
+    assert loss_of(b) == pytest.approx(0.5 * 1.0**2)
+
+
+def test_huber_loss_is_rlax_huber():
+    online = jnp.array([2.0, 0.0])
+    target = jnp.array([1.0, 3.0])
+    b = batch([1.0], [1.0], [True], [4.0])
+    loss, _ = ff_dqn.q_learning_loss(
+        online, target, b, apply_fn=linear_q, gamma=0.5, loss="huber", huber_delta=1.0
+    )
+    assert float(loss) == pytest.approx(5.0 - 0.5)  # |TD| - delta / 2 beyond delta
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["system.total_buffer_size=255", "arch.update_batch_size=2"],
+            r"system.total_buffer_size=255 must be divisible by devices\*arch.update_batch_size=2",
+        ),
+        (
+            ["system.total_buffer_size=250"],
+            r"system.total_buffer_size=250 must be divisible by arch.total_num_envs=4",
+        ),
+        (
+            ["system.total_batch_size=15", "arch.update_batch_size=2"],
+            r"system.total_batch_size=15 must be divisible",
+        ),
+        (["system.warmup_steps=66"], r"system.warmup_steps=66 must be divisible by arch.total_num_envs=4"),
+        (
+            ["system.warmup_steps=4", "system.n_step=3"],
+            r"needs at least system.n_step\*arch.total_num_envs=12",
+        ),
+        (["system.loss=mse"], r"system.loss='mse' must be huber or l2"),
+    ],
+)
+def test_replay_sizes_are_validated_per_slot(overrides, message, tmp_path):
+    cfg = compose_config(
+        "default/anakin/default_ff_dqn",
+        [*TINY_ARCH, *TINY_SYSTEM["q_learning"], f"logger.base_exp_path={tmp_path}", *overrides],
+    )
+    with pytest.raises(StoixConfigError, match=message):
+        run_experiment(cfg, ff_dqn.learner_setup)
+
+
+@pytest.mark.parametrize("network", ["mlp_dqn", "mlp_dueling_dqn"])
+def test_dqn_variants_run_with_n_step_polyak_and_update_batches(network, tmp_path):
+    cfg = compose_config(
+        "default/anakin/default_ff_dqn",
+        [
+            *TINY_ARCH,
+            *TINY_SYSTEM["q_learning"],
+            f"network={network}",
+            "system.n_step=3",
+            "system.target_update=polyak",
+            "system.loss=huber",
+            "arch.update_batch_size=2",
+            "arch.evaluation_greedy=false",
+            f"logger.base_exp_path={tmp_path}",
+        ],
+    )
+    metric = run_experiment(cfg, ff_dqn.learner_setup)
+    assert 0.0 < metric <= 500.0
+    assert jax.device_count() == 1
+
+
+def test_double_dqn_values_the_online_argmax_with_the_target_network():
+    from stoix.systems.q_learning import ff_ddqn
+
+    online = jnp.array([2.0, 0.0])  # at s'=4: online prefers action 0 (8 vs 0)
+    target = jnp.array([1.0, 3.0])  # target values action 0 at 4, action 1 at 12
+    b = batch([1.0], [1.0], [False], [4.0])
+    loss, _ = ff_ddqn.double_q_learning_loss(
+        online, target, b, apply_fn=linear_q, gamma=0.5, loss="l2", huber_delta=1.0
+    )
+    # Double: 1 + 0.5 * 4 - 2 = 1; plain DQN would use max = 12: 1 + 6 - 2 = 5.
+    assert float(loss) == pytest.approx(0.5 * 1.0**2)
+    assert loss_of(b) == pytest.approx(0.5 * 5.0**2)
