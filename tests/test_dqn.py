@@ -137,3 +137,48 @@ def test_double_dqn_values_the_online_argmax_with_the_target_network():
     # Double: 1 + 0.5 * 4 - 2 = 1; plain DQN would use max = 12: 1 + 6 - 2 = 5.
     assert float(loss) == pytest.approx(0.5 * 1.0**2)
     assert loss_of(b) == pytest.approx(0.5 * 5.0**2)
+
+
+def test_munchausen_target_by_hand():
+    from stoix.systems.q_learning import ff_mdqn
+
+    online = jnp.array([2.0, 0.0])
+    target = jnp.array([1.0, 3.0])
+    b = batch([1.0], [1.0], [True], [4.0])  # truncated: bootstrap from s' = 4 with gamma = 0.5
+    loss, metrics = ff_mdqn.munchausen_q_loss(
+        online,
+        target,
+        b,
+        apply_fn=linear_q,
+        gamma=0.5,
+        loss="l2",
+        huber_delta=1.0,
+        entropy_temperature=1.0,
+        munchausen_coefficient=0.9,
+        clip_value_min=-1.0,
+    )
+    # log pi(a=0 | s=1) = log softmax([1, 3])[0] = -2.13, clipped to -1: bonus = 0.9 * 1 * -1.
+    # Soft value at s' with tau = 1 is logsumexp([4, 12]).
+    soft_value = 12.0 + np.log1p(np.exp(-8.0))
+    td = 1.0 - 0.9 + 0.5 * soft_value - 2.0
+    assert float(metrics["munchausen_bonus"]) == pytest.approx(-0.9)
+    assert float(loss) == pytest.approx(0.5 * td**2, rel=1e-5)
+
+
+def test_dqn_reg_adds_the_q_value_penalty():
+    from stoix.systems.q_learning import ff_dqn_reg
+
+    online = jnp.array([2.0, 0.0])
+    target = jnp.array([1.0, 3.0])
+    b = batch([1.0], [1.0], [True], [4.0])
+    loss, _ = ff_dqn_reg.regularised_q_loss(
+        online,
+        target,
+        b,
+        apply_fn=linear_q,
+        gamma=0.5,
+        loss="l2",
+        huber_delta=1.0,
+        regularizer_coefficient=0.1,
+    )
+    assert float(loss) == pytest.approx(0.5 * 5.0**2 + 0.1 * 2.0)

@@ -27,6 +27,10 @@ CASES = {
     "ff_dqn_cartpole": ("default/anakin/default_ff_dqn", ["arch.total_timesteps=290000"], 400.0),
     # python stoix/systems/q_learning/ff_ddqn.py arch.total_timesteps=290000
     "ff_ddqn_cartpole": ("default/anakin/default_ff_ddqn", ["arch.total_timesteps=290000"], 400.0),
+    # python stoix/systems/q_learning/ff_mdqn.py arch.total_timesteps=290000
+    "ff_mdqn_cartpole": ("default/anakin/default_ff_mdqn", ["arch.total_timesteps=290000"], 400.0),
+    # python stoix/systems/q_learning/ff_dqn_reg.py arch.total_timesteps=290000
+    "ff_dqn_reg_cartpole": ("default/anakin/default_ff_dqn_reg", ["arch.total_timesteps=290000"], 400.0),
     # python stoix/systems/q_learning/ff_dqn.py network=mlp_dueling_dqn arch.total_timesteps=290000
     "ff_dqn_dueling_cartpole": (
         "default/anakin/default_ff_dqn",
@@ -38,13 +42,15 @@ CASES = {
 
 def learner_setup_of(config_name):
     from stoix.systems.ppo.anakin import ff_ppo
-    from stoix.systems.q_learning import ff_ddqn, ff_dqn
+    from stoix.systems.q_learning import ff_ddqn, ff_dqn, ff_dqn_reg, ff_mdqn
 
     return {
         "default/anakin/default_ff_ppo": ff_ppo.learner_setup,
         "default/anakin/default_ff_ppo_continuous": ff_ppo.learner_setup,
         "default/anakin/default_ff_dqn": ff_dqn.learner_setup,
         "default/anakin/default_ff_ddqn": ff_ddqn.learner_setup,
+        "default/anakin/default_ff_mdqn": ff_mdqn.learner_setup,
+        "default/anakin/default_ff_dqn_reg": ff_dqn_reg.learner_setup,
     }[config_name]
 
 
