@@ -27,12 +27,16 @@ TINY_SYSTEM = {
         "system.total_batch_size=16",
         "system.warmup_steps=64",
     ],
+    # Systems whose keys differ from their family's, by system name.
+    "ff_pqn": ["system.rollout_length=16", "system.num_minibatches=2", "system.epochs=1"],
 }
 TINY = [*TINY_ARCH, *TINY_SYSTEM["ppo"]]
 
 
 def tiny_for(system_name: str) -> list:
-    """TINY_ARCH plus the tiny sizes of the system's family (by its file's folder)."""
+    """TINY_ARCH plus the tiny sizes of the system (or of its family, by its file's folder)."""
+    if system_name in TINY_SYSTEM:
+        return [*TINY_ARCH, *TINY_SYSTEM[system_name]]
     (path,) = REPO_ROOT.glob(f"stoix/systems/**/{system_name}.py")
     family = path.relative_to(REPO_ROOT / "stoix" / "systems").parts[0]
     return [*TINY_ARCH, *TINY_SYSTEM[family]]

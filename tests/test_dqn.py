@@ -182,3 +182,99 @@ def test_dqn_reg_adds_the_q_value_penalty():
         regularizer_coefficient=0.1,
     )
     assert float(loss) == pytest.approx(0.5 * 5.0**2 + 0.1 * 2.0)
+
+
+def fixed_distribution(params, obs):
+    """A 'network' whose C51 logits are its parameters, the same for every state."""
+    from stoix.networks.heads import DistributionalQ
+
+    batch_size = obs.agent_view.shape[0]
+    atoms = jnp.array([0.0, 1.0, 2.0])
+    logits = jnp.broadcast_to(params, (batch_size, *params.shape))
+    q_values = jnp.sum(jax.nn.softmax(logits) * atoms, -1)
+    return DistributionalQ(q_values, logits, atoms)
+
+
+def test_c51_target_distribution_for_truncation_and_termination():
+    from stoix.systems.q_learning import ff_c51
+
+    online = jnp.log(jnp.array([[1.0, 2.0, 5.0], [1.0, 1.0, 1.0]]))  # action 0: p = 1/8, 2/8, 5/8
+    target = jnp.array([[-50.0, -50.0, 50.0], [-50.0, -50.0, 50.0]])  # all mass on return 2
+
+    def ce(reward, discount, done):
+        loss, _ = ff_c51.categorical_q_loss(
+            online,
+            target,
+            batch([reward], [discount], [done], [1.0]),
+            apply_fn=fixed_distribution,
+            gamma=0.5,
+            loss="l2",
+            huber_delta=1.0,
+        )
+        return float(loss)
+
+    # Truncated: 0 + 0.5 * 2 = 1 -> atom 1; terminated: 0 -> atom 0.
+    assert ce(0.0, 1.0, True) == pytest.approx(-np.log(2 / 8), rel=1e-4)
+    assert ce(0.0, 0.0, True) == pytest.approx(-np.log(1 / 8), rel=1e-4)
+
+
+def test_qr_dqn_bootstraps_truncated_but_not_terminated_episodes():
+    from stoix.networks.heads import DistributionalQ
+    from stoix.systems.q_learning import ff_qr_dqn
+
+    def constant_quantiles(params, obs):
+        quantiles = jnp.broadcast_to(params * obs.agent_view[:, :1, None], (obs.agent_view.shape[0], 2, 4))
+        return DistributionalQ(jnp.mean(quantiles, -1), jnp.zeros(()), quantiles)
+
+    def loss(discount, online_scale, target_scale):
+        value, _ = ff_qr_dqn.quantile_q_loss(
+            jnp.float32(online_scale),
+            jnp.float32(target_scale),
+            batch([1.0], [discount], [True], [4.0]),
+            apply_fn=constant_quantiles,
+            gamma=0.5,
+            loss="l2",
+            huber_delta=0.0,
+        )
+        return float(value)
+
+    # Online quantiles all 0 at s = 1; target quantiles all 3 * 4 = 12 at s' = 4.
+    truncated, terminated = loss(1.0, 0.0, 3.0), loss(0.0, 0.0, 3.0)
+    assert truncated / terminated == pytest.approx((1.0 + 0.5 * 12.0) / 1.0, rel=1e-4)
+
+
+def test_rainbow_importance_weights_by_hand():
+    from stoix.systems.q_learning.ff_rainbow import importance_weights
+
+    weights = importance_weights(jnp.array([0.1, 0.2, 0.4]), 0.5)
+    np.testing.assert_allclose(weights, [1.0, np.sqrt(0.5), 0.5], rtol=1e-6)
+
+
+def test_noisy_layer_is_deterministic_without_a_noise_rng():
+    from stoix.networks.layers import NoisyDense
+
+    layer = NoisyDense(3)
+    x = jnp.ones((2, 4))
+    params = layer.init({"params": jax.random.PRNGKey(0), "noise": jax.random.PRNGKey(1)}, x)
+    mean_out = layer.apply(params, x)
+    np.testing.assert_allclose(mean_out, x @ params["params"]["mu_w"] + params["params"]["mu_b"], rtol=1e-6)
+    noisy_a = layer.apply(params, x, rngs={"noise": jax.random.PRNGKey(2)})
+    noisy_b = layer.apply(params, x, rngs={"noise": jax.random.PRNGKey(3)})
+    assert not np.allclose(noisy_a, noisy_b)
+
+
+def test_pqn_q_lambda_targets_by_hand():
+    from stoix.systems.q_learning.ff_pqn import q_lambda_targets
+
+    gamma, lam = 0.5, 0.5
+    r = np.array([[1.0], [1.0], [1.0]], np.float32)
+    q_next = np.array([[4.0], [10.0], [6.0]], np.float32)  # max_a Q(s'_t)
+    d = np.array([[1.0], [1.0], [1.0]], np.float32)
+    done = np.array([[0.0], [1.0], [0.0]], np.float32)  # step 1 truncated
+    g = q_lambda_targets(r, d, q_next, done, gamma, lam)
+    g2 = 1.0 + 0.5 * 6.0  # last step bootstraps fully
+    g1 = 1.0 + 0.5 * 10.0  # truncated: the final observation's value, no trace into step 2
+    g0 = 1.0 + 0.5 * (0.5 * 4.0 + 0.5 * g1)
+    np.testing.assert_allclose(np.ravel(g), [g0, g1, g2], rtol=1e-6)
+    terminated = q_lambda_targets(r, np.array([[1.0], [0.0], [1.0]], np.float32), q_next, done, gamma, lam)
+    assert float(terminated[1, 0]) == pytest.approx(1.0)

@@ -31,6 +31,20 @@ CASES = {
     "ff_mdqn_cartpole": ("default/anakin/default_ff_mdqn", ["arch.total_timesteps=290000"], 400.0),
     # python stoix/systems/q_learning/ff_dqn_reg.py arch.total_timesteps=290000
     "ff_dqn_reg_cartpole": ("default/anakin/default_ff_dqn_reg", ["arch.total_timesteps=290000"], 400.0),
+    # python stoix/systems/q_learning/ff_c51.py arch.total_timesteps=290000
+    "ff_c51_cartpole": ("default/anakin/default_ff_c51", ["arch.total_timesteps=290000"], 400.0),
+    # python stoix/systems/q_learning/ff_c51.py network=mlp_dueling_c51 arch.total_timesteps=290000
+    "ff_c51_dueling_cartpole": (
+        "default/anakin/default_ff_c51",
+        ["network=mlp_dueling_c51", "arch.total_timesteps=290000"],
+        400.0,
+    ),
+    # python stoix/systems/q_learning/ff_qr_dqn.py arch.total_timesteps=290000
+    "ff_qr_dqn_cartpole": ("default/anakin/default_ff_qr_dqn", ["arch.total_timesteps=290000"], 400.0),
+    # python stoix/systems/q_learning/ff_rainbow.py arch.total_timesteps=290000
+    "ff_rainbow_cartpole": ("default/anakin/default_ff_rainbow", ["arch.total_timesteps=290000"], 400.0),
+    # python stoix/systems/q_learning/ff_pqn.py  (5e5 requested, 491,520 run)
+    "ff_pqn_cartpole": ("default/anakin/default_ff_pqn", ["arch.total_timesteps=500000"], 475.0),
     # python stoix/systems/q_learning/ff_dqn.py network=mlp_dueling_dqn arch.total_timesteps=290000
     "ff_dqn_dueling_cartpole": (
         "default/anakin/default_ff_dqn",
@@ -42,7 +56,16 @@ CASES = {
 
 def learner_setup_of(config_name):
     from stoix.systems.ppo.anakin import ff_ppo
-    from stoix.systems.q_learning import ff_ddqn, ff_dqn, ff_dqn_reg, ff_mdqn
+    from stoix.systems.q_learning import (
+        ff_c51,
+        ff_ddqn,
+        ff_dqn,
+        ff_dqn_reg,
+        ff_mdqn,
+        ff_pqn,
+        ff_qr_dqn,
+        ff_rainbow,
+    )
 
     return {
         "default/anakin/default_ff_ppo": ff_ppo.learner_setup,
@@ -51,6 +74,10 @@ def learner_setup_of(config_name):
         "default/anakin/default_ff_ddqn": ff_ddqn.learner_setup,
         "default/anakin/default_ff_mdqn": ff_mdqn.learner_setup,
         "default/anakin/default_ff_dqn_reg": ff_dqn_reg.learner_setup,
+        "default/anakin/default_ff_c51": ff_c51.learner_setup,
+        "default/anakin/default_ff_qr_dqn": ff_qr_dqn.learner_setup,
+        "default/anakin/default_ff_rainbow": ff_rainbow.learner_setup,
+        "default/anakin/default_ff_pqn": ff_pqn.learner_setup,
     }[config_name]
 
 
@@ -66,6 +93,6 @@ def test_system_learns(case, tmp_path):
     ]
     cfg = compose_config(config_name, overrides)
     warmup = int(cfg.system.get("warmup_steps", 0))
-    assert cfg.arch.total_timesteps + warmup <= (500_000 if "ppo" in case else 300_000)
+    assert cfg.arch.total_timesteps + warmup <= (500_000 if ("ppo" in case or "pqn" in case) else 300_000)
     metric = run_experiment(cfg, learner_setup_of(config_name))
     assert metric >= threshold, f"{case}: absolute episode_return {metric:.1f} < {threshold}"

@@ -1,15 +1,18 @@
 """Output heads: each maps torso features to a distribution, an action or a value."""
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import chex
 import distrax
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax.linen.initializers import constant, orthogonal
 
 from stoix.networks.distributions import AffineTanhNormal
+from stoix.networks.layers import NoisyDense
 
 
 class CategoricalHead(nn.Module):
@@ -100,3 +103,74 @@ class DuelingQNetworkHead(nn.Module):
         adv_hidden = nn.relu(nn.Dense(self.hidden_size, kernel_init=orthogonal(np.sqrt(2.0)))(x))
         advantage = nn.Dense(self.action_dim, kernel_init=orthogonal(1.0))(adv_hidden)
         return value + advantage - jnp.mean(advantage, axis=-1, keepdims=True)
+
+
+class DistributionalQ(NamedTuple):
+    """A distributional Q-network's output: expected values plus the distribution."""
+
+    q_values: chex.Array  # (..., actions)
+    logits: chex.Array  # C51: (..., actions, atoms); QR-DQN: unused (zeros)
+    atoms: chex.Array  # C51: (atoms,) support; QR-DQN: (..., actions, quantiles) values
+
+
+class CategoricalQNetworkHead(nn.Module):
+    """C51 (Bellemare et al., 2017): a categorical distribution over `num_atoms` fixed returns
+    between v_min and v_max for each action."""
+
+    action_dim: int
+    num_atoms: int = 51
+    v_min: float = 0.0
+    v_max: float = 500.0
+    discrete_actions = True
+
+    @nn.compact
+    def __call__(self, x: chex.Array, action_mask: chex.Array) -> DistributionalQ:
+        logits = nn.Dense(self.action_dim * self.num_atoms, kernel_init=orthogonal(1.0))(x)
+        return _categorical_q(logits.reshape(*x.shape[:-1], self.action_dim, self.num_atoms), self)
+
+
+class DuelingCategoricalQNetworkHead(nn.Module):
+    """Dueling C51: value and advantage streams over atom logits."""
+
+    action_dim: int
+    num_atoms: int = 51
+    v_min: float = 0.0
+    v_max: float = 500.0
+    hidden_size: int = 64
+    noisy: bool = False  # NoisyDense streams (Rainbow): exploration from learned noise
+    discrete_actions = True
+
+    @nn.compact
+    def __call__(self, x: chex.Array, action_mask: chex.Array) -> DistributionalQ:
+        def stream(out: int) -> chex.Array:
+            if self.noisy:
+                return NoisyDense(out)(nn.relu(NoisyDense(self.hidden_size)(x)))
+            h = nn.relu(nn.Dense(self.hidden_size, kernel_init=orthogonal(np.sqrt(2.0)))(x))
+            return nn.Dense(out, kernel_init=orthogonal(1.0))(h)
+
+        value = stream(self.num_atoms).reshape(*x.shape[:-1], 1, self.num_atoms)
+        advantage = stream(self.action_dim * self.num_atoms).reshape(
+            *x.shape[:-1], self.action_dim, self.num_atoms
+        )
+        logits = value + advantage - jnp.mean(advantage, axis=-2, keepdims=True)
+        return _categorical_q(logits, self)
+
+
+def _categorical_q(logits: chex.Array, head: nn.Module) -> DistributionalQ:
+    atoms = jnp.linspace(head.v_min, head.v_max, head.num_atoms)
+    q_values = jnp.sum(jax.nn.softmax(logits, axis=-1) * atoms, axis=-1)
+    return DistributionalQ(q_values=q_values, logits=logits, atoms=atoms)
+
+
+class QuantileQNetworkHead(nn.Module):
+    """QR-DQN (Dabney et al., 2018): `num_quantiles` return quantiles per action."""
+
+    action_dim: int
+    num_quantiles: int = 200
+    discrete_actions = True
+
+    @nn.compact
+    def __call__(self, x: chex.Array, action_mask: chex.Array) -> DistributionalQ:
+        out = nn.Dense(self.action_dim * self.num_quantiles, kernel_init=orthogonal(1.0))(x)
+        quantiles = out.reshape(*x.shape[:-1], self.action_dim, self.num_quantiles)
+        return DistributionalQ(q_values=jnp.mean(quantiles, axis=-1), logits=jnp.zeros(()), atoms=quantiles)

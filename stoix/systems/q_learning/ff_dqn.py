@@ -106,6 +106,7 @@ def get_learner_fn(
     loss_fn: Callable,
     sizes: AnakinSizes,
     config: DictConfig,
+    q_values_of: Callable = lambda out: out,
 ) -> Callable[[LearnerState], ExperimentOutput]:
     """One slot's learner: each update takes `rollout_length` steps, stores them, then takes
     `epochs` gradient steps on replayed n-step sequences."""
@@ -118,7 +119,7 @@ def get_learner_fn(
         # SELECT ACTION: epsilon-greedy on the online network
         key, policy_key = jax.random.split(state.key)
         obs = state.timestep.observation
-        q_values = q_apply(state.params.online, obs)
+        q_values = q_values_of(q_apply(state.params.online, obs))
         action = distrax.EpsilonGreedy(q_values, epsilon(state.env_steps)).sample(seed=policy_key)
 
         # STEP ENVIRONMENT
@@ -196,9 +197,14 @@ def learner_setup(
     sizes: AnakinSizes,
     key: chex.PRNGKey,
     loss: Callable = q_learning_loss,
+    q_values_of: Callable = lambda out: out,
 ) -> SystemSetup:
     """Validate replay sizes, build the Q-network, optimiser and buffer, fill the buffer with
-    random-action warm-up steps and initialise every replica."""
+    random-action warm-up steps and initialise every replica.
+
+    Variants pass their own `loss`, and `q_values_of` when the network returns more than
+    Q-values (a distributional head's output -> its expected Q-values).
+    """
     cfg = config.system
     require(cfg.loss in ("huber", "l2"), f"system.loss={cfg.loss!r} must be huber or l2.")
     require(
@@ -292,12 +298,12 @@ def learner_setup(
         loss=str(cfg.loss),
         huber_delta=float(cfg.huber_delta),
     )
-    learner_fn = get_learner_fn(env, q_network.apply, optimizer, buffer, loss_fn, sizes, config)
+    learner_fn = get_learner_fn(env, q_network.apply, optimizer, buffer, loss_fn, sizes, config, q_values_of)
     learn = jax.pmap(jax.vmap(learner_fn, axis_name="batch"), axis_name="device", donate_argnums=0)
     evaluation_epsilon = float(cfg.evaluation_epsilon)
 
     def act(params: Any, observation: Observation, key: chex.PRNGKey, greedy: bool) -> chex.Array:
-        q_values = q_network.apply(params, observation)
+        q_values = q_values_of(q_network.apply(params, observation))
         if greedy:
             return jnp.argmax(q_values, axis=-1)
         return distrax.EpsilonGreedy(q_values, evaluation_epsilon).sample(seed=key)
