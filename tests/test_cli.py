@@ -4,7 +4,8 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import REPO_ROOT, TINY, run_script
+import pytest
+from conftest import REPO_ROOT, TINY, run_script, tiny_for
 
 PPO = "stoix/systems/ppo/anakin/ff_ppo.py"
 
@@ -47,13 +48,14 @@ def test_mistyped_key_is_a_short_hydra_error(tmp_path):
     assert len(proc.stderr.strip().splitlines()) <= 8
 
 
-def test_two_devices_with_update_batches(tmp_path):
-    proc = run_script(
-        PPO, [*TINY, "arch.update_batch_size=2", "logger.use_console=true"], cwd=tmp_path, devices=2
-    )
+@pytest.mark.parametrize("system", ["ff_ppo", "ff_dqn", "ff_rainbow"])
+def test_two_devices_with_update_batches(system, tmp_path):
+    (script,) = REPO_ROOT.glob(f"stoix/systems/**/{system}.py")
+    overrides = [*tiny_for(system), "arch.update_batch_size=2", "logger.use_console=true"]
+    proc = run_script(str(script.relative_to(REPO_ROOT)), overrides, cwd=tmp_path, devices=2)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 x 2" in proc.stdout  # devices x update batch
-    assert "RESULT ff_ppo CartPole-v1" in proc.stdout
+    assert f"RESULT {system} CartPole-v1" in proc.stdout
 
 
 def test_replicas_stay_identical_across_four_devices(tmp_path):
