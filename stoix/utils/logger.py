@@ -50,7 +50,7 @@ class BaseBackend:
 
 
 class ConsoleBackend(BaseBackend):
-    """One readable line per event; `progress` and `eta_s` (MISC) lead the line."""
+    """One readable line per event; `progress` renders as a percentage and `eta_s` as h:mm:ss."""
 
     _COLOURS: ClassVar[dict[LogEvent, str]] = {
         LogEvent.ACT: "\033[94m",
@@ -249,7 +249,9 @@ class StoixLogger:
         task_name = cfg.env.scenario.task_name
         system_name = cfg.system.system_name
         seed = int(cfg.arch.seed)
-        run_name = f"{system_name}_{env_name}_{task_name}_seed{seed}_{time.strftime('%Y%m%d-%H%M%S')}"
+        # NOTE: the process id keeps two runs started in the same second apart.
+        stamp = f"{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}"
+        run_name = f"{system_name}_{env_name}_{task_name}_seed{seed}_{stamp}"
         base = Path(cfg.logger.base_exp_path)
         self.run_name = run_name
         self._backends: list[BaseBackend] = []
