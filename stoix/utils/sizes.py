@@ -124,3 +124,48 @@ def per_slot(key: str, total: int, sizes: AnakinSizes) -> int:
     return check_divisible(
         key, int(total), sizes.num_devices * sizes.update_batch_size, "devices*arch.update_batch_size"
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplaySizes:
+    """Replay sizes of an off-policy system, per learner slot."""
+
+    buffer_size: int  # transitions held per slot
+    time_axis: int  # transitions held per environment
+    batch_size: int  # transitions sampled per gradient step per slot
+    warmup_per_env: int  # random-action steps per environment before learning
+    sequence_length: int  # transitions per sampled sequence (n for n-step returns)
+
+
+def replay_sizes(system: Any, sizes: AnakinSizes, sequence_length: int) -> ReplaySizes:
+    """Split `system.total_buffer_size`, `system.total_batch_size` and `system.warmup_steps`
+    (totals) over learner slots and environments, and validate them (StoixConfigError)."""
+    require(sequence_length >= 1, f"system.n_step={sequence_length} must be >= 1.")
+    buffer_size = per_slot("system.total_buffer_size", system.total_buffer_size, sizes)
+    batch_size = per_slot("system.total_batch_size", system.total_batch_size, sizes)
+    warmup_per_env = check_divisible(
+        "system.warmup_steps", int(system.warmup_steps), sizes.total_num_envs, "arch.total_num_envs"
+    )
+    require(
+        warmup_per_env >= sequence_length,
+        f"system.warmup_steps={system.warmup_steps} leaves {warmup_per_env} steps per environment; "
+        f"sampling {sequence_length}-step sequences needs at least system.n_step*arch.total_num_envs="
+        f"{sequence_length * sizes.total_num_envs}.",
+    )
+    require(
+        buffer_size % sizes.num_envs == 0,
+        f"system.total_buffer_size={system.total_buffer_size} must be divisible by "
+        f"arch.total_num_envs={sizes.total_num_envs} (each environment keeps its own time axis).",
+    )
+    print(
+        f"  replay: {buffer_size} transitions and batches of {batch_size} per slot; "
+        f"{system.warmup_steps} warm-up steps before learning (not in the budget)",
+        flush=True,
+    )
+    return ReplaySizes(
+        buffer_size=buffer_size,
+        time_axis=buffer_size // sizes.num_envs,
+        batch_size=batch_size,
+        warmup_per_env=warmup_per_env,
+        sequence_length=sequence_length,
+    )

@@ -27,10 +27,10 @@ from omegaconf import DictConfig
 
 from stoix.base_types import ActorApply, ExperimentOutput, Observation, SystemSetup
 from stoix.networks.base import make_actor
-from stoix.utils.config import CONFIG_DIR, check_divisible, require
+from stoix.utils.config import CONFIG_DIR, require
 from stoix.utils.experiment import init_learner_state, run_from_cli
 from stoix.utils.multistep import n_step_bootstrap
-from stoix.utils.sizes import AnakinSizes, per_slot
+from stoix.utils.sizes import AnakinSizes, replay_sizes
 
 
 class OnlineAndTarget(NamedTuple):
@@ -211,28 +211,7 @@ def learner_setup(
         cfg.target_update in ("hard", "polyak"),
         f"system.target_update={cfg.target_update!r} must be hard or polyak.",
     )
-    n_step = int(cfg.n_step)
-    require(n_step >= 1, f"system.n_step={n_step} must be >= 1.")
-    buffer_size = per_slot("system.total_buffer_size", cfg.total_buffer_size, sizes)
-    batch_size = per_slot("system.total_batch_size", cfg.total_batch_size, sizes)
-    warmup_per_env = check_divisible(
-        "system.warmup_steps", int(cfg.warmup_steps), sizes.total_num_envs, "arch.total_num_envs"
-    )
-    require(
-        warmup_per_env >= n_step,
-        f"system.warmup_steps={cfg.warmup_steps} leaves {warmup_per_env} steps per environment; "
-        f"sampling {n_step}-step sequences needs at least system.n_step*arch.total_num_envs="
-        f"{n_step * sizes.total_num_envs}.",
-    )
-    require(
-        buffer_size % sizes.num_envs == 0,
-        f"system.total_buffer_size={cfg.total_buffer_size} must be divisible by "
-        f"arch.total_num_envs={sizes.total_num_envs} (each environment keeps its own time axis).",
-    )
-    print(
-        f"  replay: {buffer_size} transitions and batches of {batch_size} per slot; "
-        f"{cfg.warmup_steps} warm-up steps before learning (not in the budget)"
-    )
+    replay = replay_sizes(cfg, sizes, int(cfg.n_step))
 
     q_network = make_actor(config.network.actor_network, env.action_spec)
     optimizer = optax.chain(
@@ -245,11 +224,11 @@ def learner_setup(
     )
     buffer = fbx.make_trajectory_buffer(
         add_batch_size=sizes.num_envs,
-        sample_batch_size=batch_size,
-        sample_sequence_length=n_step,
+        sample_batch_size=replay.batch_size,
+        sample_sequence_length=replay.sequence_length,
         period=1,
-        min_length_time_axis=n_step,
-        max_length_time_axis=buffer_size // sizes.num_envs,
+        min_length_time_axis=replay.sequence_length,
+        max_length_time_axis=replay.time_axis,
     )
     obs_spec = env.observation_spec
     num_actions = int(env.action_spec.num_values)
@@ -276,7 +255,7 @@ def learner_setup(
         env_state, timestep = env.reset(jax.random.split(env_key, sizes.num_envs))
         # WARM-UP: random actions fill the buffer before the first gradient step.
         (env_state, timestep, _), traj = jax.lax.scan(
-            _warmup_step, (env_state, timestep, warmup_key), None, warmup_per_env
+            _warmup_step, (env_state, timestep, warmup_key), None, replay.warmup_per_env
         )
         one = jax.tree.map(lambda x: x[0, 0], traj)
         buffer_state = buffer.add(buffer.init(one), jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), traj))
