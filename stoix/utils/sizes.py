@@ -169,3 +169,84 @@ def replay_sizes(system: Any, sizes: AnakinSizes, sequence_length: int) -> Repla
         warmup_per_env=warmup_per_env,
         sequence_length=sequence_length,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class SebulbaSizes:
+    num_actor_threads: int
+    envs_per_actor: int
+    total_num_envs: int
+    rollout_length: int
+    steps_per_update: int
+    num_updates: int
+    num_evaluation: int
+    num_updates_per_eval: int
+    total_timesteps: int  # what will actually run
+    requested_timesteps: int
+    num_learner_devices: int
+
+    def describe(self) -> str:
+        rows = [
+            ("actor threads x envs", f"{self.num_actor_threads} x {self.envs_per_actor}"),
+            ("learner devices", f"{self.num_learner_devices}"),
+            ("steps per update", f"{self.steps_per_update}"),
+            ("updates (per evaluation)", f"{self.num_updates} ({self.num_updates_per_eval})"),
+            ("environment steps", f"{self.total_timesteps}"),
+        ]
+        return "\n".join(f"  {name:<26}{value}" for name, value in rows)
+
+
+def sebulba_sizes(arch: Any, rollout_length: int, device_ids: list[int]) -> SebulbaSizes:
+    """Validate Sebulba's device ids and split `arch.total_num_envs` over actor threads."""
+    present = sorted(device_ids)
+    for key, ids in (
+        ("arch.actor.device_ids", list(arch.actor.device_ids)),
+        ("arch.learner.device_ids", list(arch.learner.device_ids)),
+    ):
+        require(len(ids) >= 1, f"{key} must list at least one device id; devices present: {present}.")
+        for device_id in ids:
+            require(
+                device_id in device_ids,
+                f"{key} has {device_id}, which does not exist; devices present: {present}.",
+            )
+    require(
+        int(arch.evaluator_device_id) in device_ids,
+        f"arch.evaluator_device_id={arch.evaluator_device_id} does not exist; devices present: {present}.",
+    )
+    num_actor_threads = len(arch.actor.device_ids) * int(arch.actor.actor_per_device)
+    require(
+        num_actor_threads >= 1, f"arch.actor.actor_per_device={arch.actor.actor_per_device} must be >= 1."
+    )
+    total_num_envs = int(arch.total_num_envs)
+    envs_per_actor = check_divisible(
+        "arch.total_num_envs", total_num_envs, num_actor_threads, "actor threads (devices*actor_per_device)"
+    )
+    num_learner_devices = len(arch.learner.device_ids)
+    check_divisible(
+        "arch.total_num_envs", total_num_envs, num_learner_devices, "len(arch.learner.device_ids)"
+    )
+    require(envs_per_actor >= 1, f"arch.total_num_envs={total_num_envs} must be >= 1.")
+    steps_per_update = rollout_length * total_num_envs
+    requested = int(float(arch.total_timesteps))
+    num_evaluation = int(arch.num_evaluation)
+    num_updates = requested // steps_per_update
+    require(
+        num_evaluation >= 1 and num_updates >= num_evaluation,
+        f"arch.total_timesteps={requested} is too small: one update takes "
+        f"system.rollout_length*arch.total_num_envs={steps_per_update} steps and "
+        f"arch.num_evaluation={num_evaluation} rounds need at least {num_evaluation} updates.",
+    )
+    per_eval = num_updates // num_evaluation
+    return SebulbaSizes(
+        num_actor_threads=num_actor_threads,
+        envs_per_actor=envs_per_actor,
+        total_num_envs=total_num_envs,
+        rollout_length=rollout_length,
+        steps_per_update=steps_per_update,
+        num_updates=per_eval * num_evaluation,
+        num_evaluation=num_evaluation,
+        num_updates_per_eval=per_eval,
+        total_timesteps=per_eval * num_evaluation * steps_per_update,
+        requested_timesteps=requested,
+        num_learner_devices=num_learner_devices,
+    )

@@ -1,0 +1,391 @@
+"""PPO on Sebulba: actor threads step host (gymnasium) environments, a learner trains.
+
+The losses, batch type and truncation-aware GAE are the Anakin PPO's
+(stoix/systems/ppo/anakin/ff_ppo.py); what changes is where things run. Each actor thread owns
+a batch of gymnasium environments and runs the policy on its actor device; it sends
+fixed-length rollouts through a bounded pipeline. The learner (main thread) joins one rollout
+from every actor, splits it over the learner devices, runs PPO's epochs in one `pmap`ped call
+and publishes the new parameters. With `arch.synchronous=true` actors wait for those
+parameters before the next rollout, so a run is reproducible. Evaluation runs in the main
+thread on `arch.evaluator_device_id` at each evaluation point.
+
+    python stoix/systems/ppo/sebulba/ff_ppo.py env=gymnasium/cartpole
+"""
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import chex
+import hydra
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from omegaconf import DictConfig
+
+from stoix.base_types import Observation
+from stoix.networks.base import make_actor, make_critic
+from stoix.systems.ppo.anakin.ff_ppo import ActorCriticParams, PPOBatch, actor_loss, critic_loss, ppo_loss
+from stoix.utils.config import CONFIG_DIR, StoixConfigError, require
+from stoix.utils.light_import import import_module_lightly
+from stoix.utils.logger import LogEvent, StoixLogger, describe, validate_logger_config
+from stoix.utils.multistep import truncated_gae
+from stoix.utils.sebulba import Lifetime, ParamsServer, Pipeline, join_all, start_thread
+from stoix.utils.sizes import SebulbaSizes, sebulba_sizes
+from stoix.wrappers.gymnasium import GymnasiumVecEnv, make_gymnasium_envs
+
+
+class Trajectory(NamedTuple):
+    """Host arrays shaped (rollout_length, envs, ...)."""
+
+    obs: Observation
+    action: np.ndarray
+    log_prob: np.ndarray
+    reward: np.ndarray
+    discount: np.ndarray  # 0 on termination, 1 otherwise (truncation included)
+    done: np.ndarray  # the episode ended here, terminated or truncated
+    next_obs: Observation  # true next observation (the final one when the episode ended)
+
+
+class Rollout(NamedTuple):
+    """What an actor sends through its pipeline."""
+
+    trajectory: Trajectory
+    episode_return: np.ndarray  # returns of the episodes that finished in this rollout
+    params_version: int
+
+
+def make_envs(cfg: DictConfig, num_envs: int, seed: int) -> GymnasiumVecEnv:
+    require(
+        cfg.env.env_name == "gymnasium",
+        f"env.env_name={cfg.env.env_name!r}: Sebulba systems step host environments; use env=gymnasium/...",
+    )
+    kwargs = dict(cfg.env.kwargs or {})
+    return GymnasiumVecEnv(make_gymnasium_envs(cfg.env.scenario.name, num_envs, seed, **kwargs), seed)
+
+
+def specs_of(env: GymnasiumVecEnv, cfg: DictConfig) -> tuple[Any, Any]:
+    """Jumanji specs for the network builders, from a gymnasium env."""
+    specs = import_module_lightly("jumanji.specs", ["jumanji"])
+    space = env._envs.single_action_space
+    require(hasattr(space, "n"), "Sebulba PPO supports discrete action spaces only for now.")
+    obs_shape = env._envs.single_observation_space.shape
+    return specs.DiscreteArray(int(space.n)), obs_shape
+
+
+def actor_thread(
+    index: int,
+    device: Any,
+    cfg: DictConfig,
+    sizes: SebulbaSizes,
+    act: Callable,
+    params_server: ParamsServer,
+    pipeline: Pipeline,
+    lifetime: Lifetime,
+) -> None:
+    """Collect `sizes.num_updates` rollouts (fewer if the run stops)."""
+    seed = int(cfg.arch.seed) * 1000 + index
+    env = make_envs(cfg, sizes.envs_per_actor, seed)
+    key = jax.device_put(jax.random.PRNGKey(seed), device)
+    timestep = env.reset()
+    params, version = None, -1
+    for update in range(sizes.num_updates):
+        # NOTE: synchronous actors wait for the parameters of update `update`; asynchronous ones
+        # take whatever is newest (the learner is then at most `pipeline_size` rollouts behind).
+        latest = params_server.wait_for(update if cfg.arch.synchronous else 0)
+        if latest is None:
+            return
+        if latest[1] != version:
+            params, version = jax.device_put(latest[0], device), latest[1]
+        steps = []
+        for _ in range(sizes.rollout_length):
+            key, policy_key = jax.random.split(key)
+            action, log_prob = act(params, jax.device_put(timestep.observation, device), policy_key)
+            action, log_prob = np.asarray(action), np.asarray(log_prob)
+            next_timestep = env.step(action)
+            steps.append((timestep.observation, action, log_prob, next_timestep))
+            timestep = next_timestep
+        stack = lambda *xs: np.stack(xs)  # noqa: E731
+        trajectory = Trajectory(
+            obs=jax.tree.map(stack, *[s[0] for s in steps]),
+            action=np.stack([s[1] for s in steps]),
+            log_prob=np.stack([s[2] for s in steps]),
+            reward=np.stack([s[3].reward for s in steps]),
+            discount=np.stack([s[3].discount for s in steps]),
+            done=np.stack([s[3].last for s in steps]),
+            next_obs=jax.tree.map(stack, *[s[3].next_obs for s in steps]),
+        )
+        rollout = Rollout(
+            trajectory=trajectory,
+            episode_return=np.concatenate(
+                [s[3].episode_metrics.episode_return[s[3].episode_metrics.is_terminal_step] for s in steps]
+            ),
+            params_version=version,
+        )
+        if not pipeline.put(rollout):
+            return
+    env.close()
+
+
+def make_update_fn(actor: Any, critic: Any, optimizer: Any, cfg: DictConfig, batch_size: int) -> Callable:
+    """PPO's learning step for one learner device's share of the rollouts (pmapped)."""
+    sys_cfg = cfg.system
+    minibatch_size = batch_size // int(sys_cfg.num_minibatches)
+    loss_fn = functools.partial(
+        ppo_loss,
+        actor_loss_fn=functools.partial(
+            actor_loss,
+            apply_fn=actor.apply,
+            clip_eps=float(sys_cfg.clip_eps),
+            ent_coef=float(sys_cfg.ent_coef),
+            standardize_advantages=bool(sys_cfg.standardize_advantages),
+        ),
+        critic_loss_fn=functools.partial(
+            critic_loss,
+            apply_fn=critic.apply,
+            clip_eps=float(sys_cfg.clip_eps),
+            clip_value=bool(sys_cfg.clip_value_loss),
+        ),
+        vf_coef=float(sys_cfg.vf_coef),
+    )
+
+    def _update_minibatch(carry: tuple, minibatch: PPOBatch) -> tuple[tuple, dict]:
+        params, opt_state = carry
+        grads, metrics = jax.grad(loss_fn, has_aux=True)(params, minibatch)
+        grads, metrics = jax.lax.pmean((grads, metrics), axis_name="device")
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), metrics
+
+    def update(params: ActorCriticParams, opt_state: Any, traj: Trajectory, key: chex.PRNGKey) -> tuple:
+        # CALCULATE ADVANTAGE: truncation-aware GAE, as on Anakin
+        v_tm1 = critic.apply(params.critic, traj.obs)
+        v_t = critic.apply(params.critic, traj.next_obs)
+        advantage, target = truncated_gae(
+            traj.reward,
+            float(sys_cfg.gamma) * traj.discount,
+            v_tm1,
+            v_t,
+            traj.done,
+            float(sys_cfg.gae_lambda),
+        )
+        batch = PPOBatch(traj.obs, traj.action, traj.log_prob, v_tm1, advantage, target)
+        batch = jax.tree.map(lambda x: x.reshape(batch_size, *x.shape[2:]), batch)
+
+        def _epoch(carry: tuple, epoch_key: chex.PRNGKey) -> tuple[tuple, dict]:
+            permutation = jax.random.permutation(epoch_key, batch_size)
+            minibatches = jax.tree.map(
+                lambda x: x[permutation].reshape(-1, minibatch_size, *x.shape[1:]), batch
+            )
+            return jax.lax.scan(_update_minibatch, carry, minibatches)
+
+        (params, opt_state), metrics = jax.lax.scan(
+            _epoch, (params, opt_state), jax.random.split(key, int(sys_cfg.epochs))
+        )
+        return params, opt_state, jax.tree.map(jnp.mean, metrics)
+
+    return update
+
+
+def evaluate(
+    cfg: DictConfig, act: Callable, params: Any, device: Any, num_episodes: int, seed: int
+) -> np.ndarray:
+    """Returns of `num_episodes` whole episodes (one per environment), on the host."""
+    env = make_envs(cfg, num_episodes, seed)
+    timestep = env.reset()
+    returns = np.zeros(num_episodes, np.float32)
+    finished = np.zeros(num_episodes, bool)
+    key = jax.random.PRNGKey(seed)
+    for _ in range(int(cfg.arch.eval_step_cap)):
+        key, policy_key = jax.random.split(key)
+        action = np.asarray(act(params, jax.device_put(timestep.observation, device), policy_key)[0])
+        timestep = env.step(action)
+        returns += np.where(finished, 0.0, timestep.reward)
+        finished |= timestep.last
+        if finished.all():
+            break
+    env.close()
+    return returns
+
+
+def run_experiment(cfg: DictConfig) -> float:
+    """Train with actor threads and a learner; returns the (absolute) evaluation metric."""
+    devices = jax.devices()
+    sizes = sebulba_sizes(cfg.arch, int(cfg.system.rollout_length), list(range(len(devices))))
+    batch_per_learner = sizes.rollout_length * sizes.total_num_envs // sizes.num_learner_devices
+    require(
+        batch_per_learner % int(cfg.system.num_minibatches) == 0,
+        f"system.num_minibatches={cfg.system.num_minibatches} must divide each learner device's batch "
+        f"system.rollout_length*arch.total_num_envs/len(arch.learner.device_ids)={batch_per_learner}.",
+    )
+    require(
+        not cfg.system.normalize_observations,
+        "system.normalize_observations is not supported on Sebulba yet.",
+    )
+    validate_logger_config(cfg)
+    print(f"Stoix Sebulba {cfg.system.system_name} on {cfg.env.env_name}/{cfg.env.scenario.name}")
+    print(sizes.describe(), flush=True)
+    if sizes.total_timesteps != sizes.requested_timesteps:
+        print(f"WARNING: this run takes exactly {sizes.total_timesteps} environment steps.", flush=True)
+
+    probe = make_envs(cfg, 1, 0)
+    action_spec, obs_shape = specs_of(probe, cfg)
+    probe.close()
+    actor = make_actor(cfg.network.actor_network, action_spec)
+    critic = make_critic(cfg.network.critic_network)
+    num_gradient_steps = sizes.num_updates * int(cfg.system.epochs) * int(cfg.system.num_minibatches)
+    learning_rate = (
+        optax.linear_schedule(float(cfg.system.learning_rate), 0.0, num_gradient_steps)
+        if cfg.system.decay_learning_rates
+        else float(cfg.system.learning_rate)
+    )
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(float(cfg.system.max_grad_norm)), optax.adam(learning_rate, eps=1e-5)
+    )
+    dummy = Observation(
+        jnp.zeros((1, *obs_shape)), jnp.ones((1, action_spec.num_values)), jnp.zeros((1,), jnp.int32)
+    )
+    actor_key, critic_key, learn_key = jax.random.split(jax.random.PRNGKey(int(cfg.arch.seed)), 3)
+    params = ActorCriticParams(actor.init(actor_key, dummy), critic.init(critic_key, dummy))
+    opt_state = optimizer.init(params)
+
+    @jax.jit
+    def act(params: ActorCriticParams, observation: Observation, key: chex.PRNGKey) -> tuple:
+        pi = actor.apply(params.actor, observation)
+        action = pi.sample(seed=key)
+        return action, pi.log_prob(action)
+
+    @jax.jit
+    def act_greedy(params: ActorCriticParams, observation: Observation, key: chex.PRNGKey) -> tuple:
+        pi = actor.apply(params.actor, observation)
+        action = pi.mode() if cfg.arch.evaluation_greedy else pi.sample(seed=key)
+        return action, pi.log_prob(action)
+
+    learner_devices = [devices[i] for i in cfg.arch.learner.device_ids]
+    update = jax.pmap(
+        make_update_fn(actor, critic, optimizer, cfg, batch_per_learner),
+        axis_name="device",
+        devices=learner_devices,
+    )
+    # One copy per learner device (host arrays; the first pmap call places them).
+    replicate = lambda tree: jax.tree.map(lambda x: np.stack([np.asarray(x)] * len(learner_devices)), tree)  # noqa: E731
+    params_r, opt_state_r = replicate(params), replicate(opt_state)
+    eval_device = devices[int(cfg.arch.evaluator_device_id)]
+
+    logger = StoixLogger(cfg)
+    lifetime = Lifetime()
+    params_server = ParamsServer(lifetime)
+    pipelines = [Pipeline(int(cfg.arch.pipeline_size), lifetime) for _ in range(sizes.num_actor_threads)]
+    params_server.publish(jax.device_get(params))
+    actor_devices = [
+        devices[i] for i in cfg.arch.actor.device_ids for _ in range(int(cfg.arch.actor.actor_per_device))
+    ]
+    threads = [
+        start_thread(
+            f"actor-{i}",
+            functools.partial(
+                actor_thread, i, device, cfg, sizes, act, params_server, pipelines[i], lifetime
+            ),
+            lifetime,
+        )
+        for i, device in enumerate(actor_devices)
+    ]
+    best_return, best_params, eval_return = -np.inf, jax.device_get(params), float("nan")
+    start, episode_returns = time.perf_counter(), []
+    try:
+        for update_index in range(sizes.num_updates):
+            rollouts = []
+            for pipeline in pipelines:
+                rollout = None
+                while rollout is None:
+                    lifetime.raise_if_failed()
+                    if lifetime.should_stop():
+                        raise RuntimeError("the run stopped before training finished")
+                    rollout = pipeline.get(timeout_s=1.0)
+                rollouts.append(rollout)
+            episode_returns.extend(np.concatenate([r.episode_return for r in rollouts]).tolist())
+            # LEARN: environments are split over the learner devices.
+            traj = jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *[r.trajectory for r in rollouts])
+            traj = jax.tree.map(lambda x: np.stack(np.split(x, sizes.num_learner_devices, axis=1)), traj)
+            learn_key, step_key = jax.random.split(learn_key)
+            keys = jax.random.split(step_key, sizes.num_learner_devices)
+            params_r, opt_state_r, metrics = update(params_r, opt_state_r, traj, keys)
+            params_host = jax.device_get(jax.tree.map(lambda x: x[0], params_r))
+            params_server.publish(params_host)
+
+            if (update_index + 1) % sizes.num_updates_per_eval == 0:
+                steps = (update_index + 1) * sizes.steps_per_update
+                elapsed = time.perf_counter() - start
+                act_metrics = {f"episode_return_{k}": v for k, v in describe(episode_returns).items()}
+                act_metrics.update(steps_per_second=steps / elapsed, progress=steps / sizes.total_timesteps)
+                logger.log(act_metrics, steps, LogEvent.ACT)
+                logger.log(
+                    {k: float(np.mean(v)) for k, v in jax.device_get(metrics).items()}, steps, LogEvent.TRAIN
+                )
+                episode_returns = []
+                returns = evaluate(
+                    cfg,
+                    act_greedy,
+                    jax.device_put(params_host, eval_device),
+                    eval_device,
+                    int(cfg.arch.num_eval_episodes),
+                    int(cfg.arch.seed) + update_index,
+                )
+                eval_return = float(np.mean(returns))
+                if eval_return > best_return:
+                    best_return, best_params = eval_return, params_host
+                eval_metrics = {
+                    "episode_return": returns,
+                    **{f"episode_return_{k}": v for k, v in describe(returns).items()},
+                }
+                logger.log(eval_metrics, steps, LogEvent.EVAL)
+    finally:
+        lifetime.stop()
+        for pipeline in pipelines:
+            pipeline.drain()
+        stuck = join_all(threads, float(cfg.arch.join_timeout_s))
+        if stuck:
+            print(f"WARNING: threads still running at shutdown: {stuck}", flush=True)
+    lifetime.raise_if_failed()
+    final, source = eval_return, "final evaluation"
+    if cfg.arch.absolute_metric:
+        returns = evaluate(
+            cfg,
+            act_greedy,
+            jax.device_put(best_params, eval_device),
+            eval_device,
+            10 * int(cfg.arch.num_eval_episodes),
+            int(cfg.arch.seed) + 1_000_003,
+        )
+        final, source = (
+            float(np.mean(returns)),
+            f"absolute metric: best parameters over {returns.size} episodes",
+        )
+        logger.log(
+            {"episode_return": returns, **{f"episode_return_{k}": v for k, v in describe(returns).items()}},
+            sizes.total_timesteps,
+            LogEvent.ABSOLUTE,
+        )
+    logger.stop()
+    sps = sizes.total_timesteps / (time.perf_counter() - start)
+    print(
+        f"RESULT {cfg.system.system_name} {cfg.env.scenario.name} seed={cfg.arch.seed}: "
+        f"episode_return={final:.2f} ({source}); {sizes.total_timesteps} steps, "
+        f"{sps:,.0f} steps/s (Sebulba, evaluation included)",
+        flush=True,
+    )
+    return final
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="default/sebulba/default_ff_ppo", version_base="1.3")
+def hydra_entry_point(cfg: DictConfig) -> float:
+    try:
+        return run_experiment(cfg)
+    except StoixConfigError as e:
+        print(f"error: {e}", flush=True, file=__import__("sys").stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    hydra_entry_point()

@@ -1,0 +1,103 @@
+"""Sebulba PPO: tiny runs on one device and on split devices, failure handling, learning."""
+
+import time
+
+import pytest
+from conftest import run_script
+
+from stoix.utils.config import StoixConfigError, compose_config
+from stoix.utils.sebulba import ThreadFailed
+
+pytestmark = pytest.mark.timeout(300)
+
+TINY = [
+    "arch.total_num_envs=4",
+    "arch.total_timesteps=512",
+    "arch.num_evaluation=2",
+    "arch.num_eval_episodes=4",
+    "arch.eval_step_cap=50",
+    "system.rollout_length=16",
+    "system.num_minibatches=2",
+    "system.epochs=1",
+    "logger.use_console=false",
+    "logger.use_json=false",
+]
+SCRIPT = "stoix/systems/ppo/sebulba/ff_ppo.py"
+
+
+def config(tmp_path, *overrides):
+    return compose_config(
+        "default/sebulba/default_ff_ppo", [*TINY, f"logger.base_exp_path={tmp_path}", *overrides]
+    )
+
+
+def test_tiny_run_on_one_device_with_two_actor_threads(tmp_path):
+    from stoix.systems.ppo.sebulba import ff_ppo
+
+    metric = ff_ppo.run_experiment(config(tmp_path, "arch.actor.actor_per_device=2"))
+    assert 0.0 < metric <= 50.0  # returns are capped by eval_step_cap=50
+
+
+def test_roles_split_over_three_devices(tmp_path):
+    overrides = [
+        *TINY,
+        "arch.actor.device_ids=[0]",
+        "arch.learner.device_ids=[1]",
+        "arch.evaluator_device_id=2",
+        "logger.use_console=true",
+    ]
+    proc = run_script(SCRIPT, overrides, cwd=tmp_path, devices=3)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "RESULT ff_ppo CartPole-v1" in proc.stdout and "EVAL" in proc.stdout
+
+
+def test_two_learner_devices_split_the_batch(tmp_path):
+    proc = run_script(SCRIPT, [*TINY, "arch.learner.device_ids=[0,1]"], cwd=tmp_path, devices=2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "learner devices           2" in proc.stdout
+
+
+def test_an_actor_exception_ends_the_run_with_that_error_within_seconds(tmp_path, monkeypatch):
+    from stoix.systems.ppo.sebulba import ff_ppo
+    from stoix.wrappers.gymnasium import GymnasiumVecEnv
+
+    calls = {"n": 0}
+    real_step = GymnasiumVecEnv.step
+
+    def exploding_step(self, actions):
+        calls["n"] += 1
+        if calls["n"] > 20:
+            raise RuntimeError("simulator crashed")
+        return real_step(self, actions)
+
+    monkeypatch.setattr(GymnasiumVecEnv, "step", exploding_step)
+    start = time.perf_counter()
+    with pytest.raises(ThreadFailed, match="simulator crashed"):
+        ff_ppo.run_experiment(config(tmp_path, "arch.total_timesteps=100000"))
+    assert time.perf_counter() - start < 60
+
+
+def test_missing_device_is_a_clear_error(tmp_path):
+    from stoix.systems.ppo.sebulba import ff_ppo
+
+    with pytest.raises(
+        StoixConfigError, match=r"arch.learner.device_ids has 3, which does not exist; devices present: \[0\]"
+    ):
+        ff_ppo.run_experiment(config(tmp_path, "arch.learner.device_ids=[3]"))
+
+
+def test_anakin_env_is_rejected_with_a_hint(tmp_path):
+    from stoix.systems.ppo.sebulba import ff_ppo
+
+    with pytest.raises(StoixConfigError, match="use env=gymnasium/"):
+        ff_ppo.run_experiment(config(tmp_path, "env=gymnax/cartpole"))
+
+
+@pytest.mark.learning
+def test_sebulba_ppo_learns_gymnasium_cartpole(tmp_path):
+    # python stoix/systems/ppo/sebulba/ff_ppo.py  (3e5 requested, 286,720 run)
+    from stoix.systems.ppo.sebulba import ff_ppo
+
+    cfg = compose_config("default/sebulba/default_ff_ppo", [f"logger.base_exp_path={tmp_path}"])
+    assert int(cfg.arch.total_timesteps) <= 300_000
+    assert ff_ppo.run_experiment(cfg) >= 400.0
