@@ -33,11 +33,17 @@ TINY_SYSTEM = {
 TINY = [*TINY_ARCH, *TINY_SYSTEM["ppo"]]
 
 
+def anakin_script(system_name: str) -> Path:
+    """The Anakin system file named `system_name` (Sebulba files may share the stem)."""
+    (path,) = [p for p in REPO_ROOT.glob(f"stoix/systems/**/{system_name}.py") if "sebulba" not in p.parts]
+    return path
+
+
 def tiny_for(system_name: str) -> list:
     """TINY_ARCH plus the tiny sizes of the system (or of its family, by its file's folder)."""
     if system_name in TINY_SYSTEM:
         return [*TINY_ARCH, *TINY_SYSTEM[system_name]]
-    (path,) = REPO_ROOT.glob(f"stoix/systems/**/{system_name}.py")
+    path = anakin_script(system_name)
     family = path.relative_to(REPO_ROOT / "stoix" / "systems").parts[0]
     return [*TINY_ARCH, *TINY_SYSTEM[family]]
 

@@ -5,7 +5,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import REPO_ROOT, TINY, run_script, tiny_for
+from conftest import REPO_ROOT, TINY, anakin_script, run_script, tiny_for
 
 PPO = "stoix/systems/ppo/anakin/ff_ppo.py"
 
@@ -50,7 +50,7 @@ def test_mistyped_key_is_a_short_hydra_error(tmp_path):
 
 @pytest.mark.parametrize("system", ["ff_ppo", "ff_dqn", "ff_rainbow"])
 def test_two_devices_with_update_batches(system, tmp_path):
-    (script,) = REPO_ROOT.glob(f"stoix/systems/**/{system}.py")
+    script = anakin_script(system)
     overrides = [*tiny_for(system), "arch.update_batch_size=2", "logger.use_console=true"]
     proc = run_script(str(script.relative_to(REPO_ROOT)), overrides, cwd=tmp_path, devices=2)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -5,7 +5,7 @@ import importlib
 from pathlib import Path
 
 import pytest
-from conftest import tiny_for
+from conftest import anakin_script, tiny_for
 from omegaconf import OmegaConf
 
 from stoix.utils.config import CONFIG_DIR, REPO_ROOT, StoixConfigError, compose_config
@@ -15,7 +15,7 @@ ENTRY_CONFIGS = sorted(p.stem for p in (Path(CONFIG_DIR) / "default" / "anakin")
 
 
 def system_module(system_name: str):
-    (path,) = REPO_ROOT.glob(f"stoix/systems/**/{system_name}.py")
+    path = anakin_script(system_name)
     return importlib.import_module(".".join(path.relative_to(REPO_ROOT).with_suffix("").parts))
 
 
