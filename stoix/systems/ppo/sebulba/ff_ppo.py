@@ -209,8 +209,12 @@ def evaluate(
     return returns
 
 
-def run_experiment(cfg: DictConfig) -> float:
-    """Train with actor threads and a learner; returns the (absolute) evaluation metric."""
+def run_experiment(cfg: DictConfig, make_update: Callable = make_update_fn) -> float:
+    """Train with actor threads and a learner; returns the (absolute) evaluation metric.
+
+    `make_update(actor, critic, optimizer, cfg, batch_size)` builds the learner's step; other
+    Sebulba actor-critic systems (ff_impala.py) pass their own.
+    """
     devices = jax.devices()
     sizes = sebulba_sizes(cfg.arch, int(cfg.system.rollout_length), list(range(len(devices))))
     batch_per_learner = sizes.rollout_length * sizes.total_num_envs // sizes.num_learner_devices
@@ -264,7 +268,7 @@ def run_experiment(cfg: DictConfig) -> float:
 
     learner_devices = [devices[i] for i in cfg.arch.learner.device_ids]
     update = jax.pmap(
-        make_update_fn(actor, critic, optimizer, cfg, batch_per_learner),
+        make_update(actor, critic, optimizer, cfg, batch_per_learner),
         axis_name="device",
         devices=learner_devices,
     )
