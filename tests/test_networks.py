@@ -66,7 +66,9 @@ def test_network_config_must_fit_the_action_space():
         make_actor(cfg.network.actor_network, env.action_spec)
 
 
-@pytest.mark.parametrize("network, obs_shape", [("mlp", (8,)), ("cnn", (10, 10, 4))])
+@pytest.mark.parametrize(
+    "network, obs_shape", [("mlp", (8,)), ("cnn", (10, 10, 4)), ("visual_resnet", (84, 84, 4))]
+)
 def test_discrete_networks_build_from_config(network, obs_shape):
     from stoix.networks.base import make_actor, make_critic
     from stoix.utils.light_import import import_module_lightly

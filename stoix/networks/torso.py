@@ -74,3 +74,34 @@ class CNNTorso(nn.Module):
         if self.hidden_sizes:
             x = MLPTorso(self.hidden_sizes, self.activation, self.use_layer_norm)(x)
         return jnp.asarray(x)
+
+
+class _ResidualBlock(nn.Module):
+    channels: int
+
+    @nn.compact
+    def __call__(self, x: chex.Array) -> chex.Array:
+        y = nn.Conv(self.channels, (3, 3))(nn.relu(x))
+        y = nn.Conv(self.channels, (3, 3))(nn.relu(y))
+        return x + y
+
+
+class VisualResNetTorso(nn.Module):
+    """The IMPALA ResNet (Espeholt et al., 2018): per stage a convolution, a 3x3 max-pool with
+    stride 2 and `blocks_per_stage` residual blocks; then a dense layer."""
+
+    channels_per_stage: Sequence[int] = (16, 32, 32)
+    blocks_per_stage: int = 2
+    hidden_size: int = 256
+
+    @nn.compact
+    def __call__(self, x: chex.Array) -> chex.Array:
+        batch_shape = x.shape[:-3]
+        x = x.reshape((-1, *x.shape[-3:]))
+        for channels in self.channels_per_stage:
+            x = nn.Conv(channels, (3, 3))(x)
+            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+            for _ in range(self.blocks_per_stage):
+                x = _ResidualBlock(channels)(x)
+        x = nn.relu(x).reshape((*batch_shape, -1))
+        return nn.relu(nn.Dense(self.hidden_size, kernel_init=orthogonal(np.sqrt(2.0)))(x))
