@@ -108,3 +108,21 @@ def test_missing_optional_package_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(gym, "make", broken_make)
     with pytest.raises(StoixConfigError, match=r"LunarLander-v3 needs an optional package.*box2d"):
         make_gymnasium_envs("LunarLander-v3", num_envs=1, seed=0)
+
+
+def test_async_evaluator_returns_results_in_order_and_reports_failures():
+    from stoix.utils.sebulba import AsyncEvaluator
+
+    lifetime = Lifetime()
+    evaluator = AsyncEvaluator(lambda params, step: (time.sleep(0.05), params * 10)[1], lifetime)
+    for step, params in enumerate([1, 2, 3]):
+        evaluator.submit(params, step)
+    results = evaluator.finish(timeout_s=5.0)
+    assert [(step, result) for step, _, result in results] == [(0, 10), (1, 20), (2, 30)]
+    assert not evaluator.thread.is_alive()
+
+    failing = AsyncEvaluator(lambda params, step: 1 / 0, lifetime2 := Lifetime())
+    failing.submit(1, 0)
+    assert lifetime2.wait(5.0)
+    with pytest.raises(ThreadFailed, match="evaluator"):
+        lifetime2.raise_if_failed()

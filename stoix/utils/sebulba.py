@@ -144,3 +144,54 @@ class Pipeline:
                 dropped += 1
             except queue.Empty:
                 return dropped
+
+
+class AsyncEvaluator:
+    """Evaluates parameters in its own thread so the learner never waits for an evaluation.
+
+    `evaluate(params, step)` runs in the evaluator thread, one job at a time in the order
+    submitted; results come back, in that order, through `ready()` (non-blocking) and
+    `finish()` (waits for the outstanding jobs, with a timeout). An exception fails the run.
+    """
+
+    _DONE = object()
+
+    def __init__(self, evaluate: Callable[[Any, int], Any], lifetime: Lifetime) -> None:
+        self._evaluate = evaluate
+        self._lifetime = lifetime
+        self._jobs: queue.Queue = queue.Queue()
+        self._results: queue.Queue = queue.Queue()
+        self._thread = start_thread("evaluator", self._run, lifetime)
+
+    def _run(self) -> None:
+        while not self._lifetime.should_stop():
+            try:
+                job = self._jobs.get(timeout=POLL_S)
+            except queue.Empty:
+                continue
+            if job is self._DONE:
+                return
+            params, step = job
+            self._results.put((step, params, self._evaluate(params, step)))
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
+    def submit(self, params: Any, step: int) -> None:
+        self._jobs.put((params, step))
+
+    def ready(self) -> list[tuple[int, Any, Any]]:
+        """(step, params, result) of every evaluation finished so far."""
+        out = []
+        while True:
+            try:
+                out.append(self._results.get_nowait())
+            except queue.Empty:
+                return out
+
+    def finish(self, timeout_s: float) -> list[tuple[int, Any, Any]]:
+        """Wait (at most `timeout_s`) for the submitted jobs; returns their results."""
+        self._jobs.put(self._DONE)
+        self._thread.join(timeout_s)
+        return self.ready()

@@ -6,8 +6,8 @@ a batch of gymnasium environments and runs the policy on its actor device; it se
 fixed-length rollouts through a bounded pipeline. The learner (main thread) joins one rollout
 from every actor, splits it over the learner devices, runs PPO's epochs in one `pmap`ped call
 and publishes the new parameters. With `arch.synchronous=true` actors wait for those
-parameters before the next rollout, so a run is reproducible. Evaluation runs in the main
-thread on `arch.evaluator_device_id` at each evaluation point.
+parameters before the next rollout, so a run is reproducible. Evaluation runs in its own
+thread on `arch.evaluator_device_id` (AsyncEvaluator), so the learner never waits for it.
 
     python stoix/systems/ppo/sebulba/ff_ppo.py env=gymnasium/cartpole
 """
@@ -32,7 +32,7 @@ from stoix.utils.config import CONFIG_DIR, StoixConfigError, require
 from stoix.utils.light_import import import_module_lightly
 from stoix.utils.logger import LogEvent, StoixLogger, describe, validate_logger_config
 from stoix.utils.multistep import truncated_gae
-from stoix.utils.sebulba import Lifetime, ParamsServer, Pipeline, join_all, start_thread
+from stoix.utils.sebulba import AsyncEvaluator, Lifetime, ParamsServer, Pipeline, join_all, start_thread
 from stoix.utils.sizes import SebulbaSizes, sebulba_sizes
 from stoix.wrappers.gymnasium import GymnasiumVecEnv, make_gymnasium_envs
 
@@ -295,7 +295,30 @@ def run_experiment(cfg: DictConfig, make_update: Callable = make_update_fn) -> f
         )
         for i, device in enumerate(actor_devices)
     ]
-    best_return, best_params, eval_return = -np.inf, jax.device_get(params), float("nan")
+    best = {"return": -np.inf, "params": jax.device_get(params), "last": float("nan")}
+
+    def _evaluate(params_host: Any, step: int) -> np.ndarray:
+        return evaluate(
+            cfg,
+            act_greedy,
+            jax.device_put(params_host, eval_device),
+            eval_device,
+            int(cfg.arch.num_eval_episodes),
+            int(cfg.arch.seed) + step,
+        )
+
+    def _log_evaluations(results: list) -> None:
+        for step, params_host, returns in results:
+            best["last"] = float(np.mean(returns))
+            if best["last"] > best["return"]:
+                best["return"], best["params"] = best["last"], params_host
+            metrics = {
+                "episode_return": returns,
+                **{f"episode_return_{k}": v for k, v in describe(returns).items()},
+            }
+            logger.log(metrics, step, LogEvent.EVAL)
+
+    evaluator = AsyncEvaluator(_evaluate, lifetime)
     start, episode_returns = time.perf_counter(), []
     try:
         for update_index in range(sizes.num_updates):
@@ -328,36 +351,23 @@ def run_experiment(cfg: DictConfig, make_update: Callable = make_update_fn) -> f
                     {k: float(np.mean(v)) for k, v in jax.device_get(metrics).items()}, steps, LogEvent.TRAIN
                 )
                 episode_returns = []
-                returns = evaluate(
-                    cfg,
-                    act_greedy,
-                    jax.device_put(params_host, eval_device),
-                    eval_device,
-                    int(cfg.arch.num_eval_episodes),
-                    int(cfg.arch.seed) + update_index,
-                )
-                eval_return = float(np.mean(returns))
-                if eval_return > best_return:
-                    best_return, best_params = eval_return, params_host
-                eval_metrics = {
-                    "episode_return": returns,
-                    **{f"episode_return_{k}": v for k, v in describe(returns).items()},
-                }
-                logger.log(eval_metrics, steps, LogEvent.EVAL)
+                evaluator.submit(params_host, steps)
+            _log_evaluations(evaluator.ready())
+        _log_evaluations(evaluator.finish(float(cfg.arch.join_timeout_s) * 6))
     finally:
         lifetime.stop()
         for pipeline in pipelines:
             pipeline.drain()
-        stuck = join_all(threads, float(cfg.arch.join_timeout_s))
+        stuck = join_all([*threads, evaluator.thread], float(cfg.arch.join_timeout_s))
         if stuck:
             print(f"WARNING: threads still running at shutdown: {stuck}", flush=True)
     lifetime.raise_if_failed()
-    final, source = eval_return, "final evaluation"
+    final, source = best["last"], "final evaluation"
     if cfg.arch.absolute_metric:
         returns = evaluate(
             cfg,
             act_greedy,
-            jax.device_put(best_params, eval_device),
+            jax.device_put(best["params"], eval_device),
             eval_device,
             10 * int(cfg.arch.num_eval_episodes),
             int(cfg.arch.seed) + 1_000_003,
