@@ -98,6 +98,43 @@ def td_loss(td_error: chex.Array, loss: str, huber_delta: float) -> chex.Array:
     return jnp.mean(rlax.l2_loss(td_error))
 
 
+def update_target(online: Any, target: Any, gradient_steps: chex.Array, system: DictConfig) -> Any:
+    """A hard copy every `target_update_period` gradient steps, or Polyak averaging with `tau`."""
+    if system.target_update == "hard":
+        return optax.periodic_update(online, target, gradient_steps, int(system.target_update_period))
+    return optax.incremental_update(online, target, float(system.tau))
+
+
+def warm_up(
+    env: Any, buffer: Any, num_envs: int, num_actions: int, num_steps: int, key: chex.PRNGKey
+) -> tuple[Any, Any, Any]:
+    """Reset `num_envs` environments and fill a new buffer with `num_steps` uniformly random
+    actions each; returns (env_state, timestep, buffer_state) to start learning from."""
+    reset_key, key = jax.random.split(key)
+    env_state, timestep = env.reset(jax.random.split(reset_key, num_envs))
+
+    def _random_step(carry: tuple, step_key: chex.PRNGKey) -> tuple[tuple, QTransition]:
+        env_state, timestep = carry
+        action = jax.random.randint(step_key, (num_envs,), 0, num_actions)
+        env_state, next_timestep = env.step(env_state, action)
+        transition = QTransition(
+            obs=timestep.observation,
+            action=action,
+            reward=next_timestep.reward,
+            discount=next_timestep.discount,
+            done=next_timestep.last(),
+            next_obs=next_timestep.extras["next_obs"],
+        )
+        return (env_state, next_timestep), transition
+
+    (env_state, timestep), traj = jax.lax.scan(
+        _random_step, (env_state, timestep), jax.random.split(key, num_steps)
+    )
+    traj = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), traj)  # the buffer wants (envs, time, ...)
+    buffer_state = buffer.add(buffer.init(jax.tree.map(lambda x: x[0, 0], traj)), traj)
+    return env_state, timestep, buffer_state
+
+
 def get_learner_fn(
     env: Any,
     q_apply: Callable,
@@ -150,12 +187,7 @@ def get_learner_fn(
         updates, opt_state = optimizer.update(grads, carry.opt_state, carry.params.online)
         online = optax.apply_updates(carry.params.online, updates)
         gradient_steps = carry.gradient_steps + 1
-        if cfg.target_update == "hard":
-            target = optax.periodic_update(
-                online, carry.params.target, gradient_steps, int(cfg.target_update_period)
-            )
-        else:
-            target = optax.incremental_update(online, carry.params.target, float(cfg.tau))
+        target = update_target(online, carry.params.target, gradient_steps, cfg)
         carry = carry._replace(
             params=OnlineAndTarget(online, target),
             opt_state=opt_state,
@@ -233,32 +265,14 @@ def learner_setup(
     obs_spec = env.observation_spec
     num_actions = int(env.action_spec.num_values)
 
-    def _warmup_step(carry: tuple, _: Any) -> tuple[tuple, QTransition]:
-        env_state, timestep, key = carry
-        key, action_key = jax.random.split(key)
-        action = jax.random.randint(action_key, (sizes.num_envs,), 0, num_actions)
-        env_state, next_timestep = env.step(env_state, action)
-        transition = QTransition(
-            obs=timestep.observation,
-            action=action,
-            reward=next_timestep.reward,
-            discount=next_timestep.discount,
-            done=next_timestep.last(),
-            next_obs=next_timestep.extras["next_obs"],
-        )
-        return (env_state, next_timestep, key), transition
-
     def init_fn(params_key: chex.PRNGKey, slot_key: chex.PRNGKey) -> LearnerState:
         dummy_obs = jax.tree.map(lambda s: jnp.zeros((1, *s.shape), s.dtype), obs_spec.generate_value())
         online = q_network.init(params_key, dummy_obs)
-        env_key, warmup_key, key = jax.random.split(slot_key, 3)
-        env_state, timestep = env.reset(jax.random.split(env_key, sizes.num_envs))
+        warmup_key, key = jax.random.split(slot_key)
         # WARM-UP: random actions fill the buffer before the first gradient step.
-        (env_state, timestep, _), traj = jax.lax.scan(
-            _warmup_step, (env_state, timestep, warmup_key), None, replay.warmup_per_env
+        env_state, timestep, buffer_state = warm_up(
+            env, buffer, sizes.num_envs, num_actions, replay.warmup_per_env, warmup_key
         )
-        one = jax.tree.map(lambda x: x[0, 0], traj)
-        buffer_state = buffer.add(buffer.init(one), jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), traj))
         return LearnerState(
             params=OnlineAndTarget(online, online),
             opt_state=optimizer.init(online),

@@ -28,7 +28,14 @@ from omegaconf import DictConfig
 
 from stoix.base_types import ActorApply, ExperimentOutput, Observation, SystemSetup
 from stoix.networks.base import make_actor
-from stoix.systems.q_learning.ff_dqn import LearnerState, OnlineAndTarget, QTransition, _UpdateCarry
+from stoix.systems.q_learning.ff_dqn import (
+    LearnerState,
+    OnlineAndTarget,
+    QTransition,
+    _UpdateCarry,
+    update_target,
+    warm_up,
+)
 from stoix.utils.config import CONFIG_DIR, require
 from stoix.utils.experiment import init_learner_state, run_from_cli
 from stoix.utils.multistep import n_step_bootstrap
@@ -122,12 +129,7 @@ def get_learner_fn(
         updates, opt_state = optimizer.update(grads, carry.opt_state, carry.params.online)
         online = optax.apply_updates(carry.params.online, updates)
         gradient_steps = carry.gradient_steps + 1
-        if cfg.target_update == "hard":
-            target = optax.periodic_update(
-                online, carry.params.target, gradient_steps, int(cfg.target_update_period)
-            )
-        else:
-            target = optax.incremental_update(online, carry.params.target, float(cfg.tau))
+        target = update_target(online, carry.params.target, gradient_steps, cfg)
         carry = _UpdateCarry(OnlineAndTarget(online, target), opt_state, buffer_state, key, gradient_steps)
         return carry, metrics
 
@@ -183,32 +185,14 @@ def learner_setup(env: Any, config: DictConfig, sizes: AnakinSizes, key: chex.PR
     obs_spec = env.observation_spec
     num_actions = int(env.action_spec.num_values)
 
-    def _warmup_step(carry: tuple, _: Any) -> tuple[tuple, QTransition]:
-        env_state, timestep, key = carry
-        key, action_key = jax.random.split(key)
-        action = jax.random.randint(action_key, (sizes.num_envs,), 0, num_actions)
-        env_state, next_timestep = env.step(env_state, action)
-        transition = QTransition(
-            obs=timestep.observation,
-            action=action,
-            reward=next_timestep.reward,
-            discount=next_timestep.discount,
-            done=next_timestep.last(),
-            next_obs=next_timestep.extras["next_obs"],
-        )
-        return (env_state, next_timestep, key), transition
-
     def init_fn(params_key: chex.PRNGKey, slot_key: chex.PRNGKey) -> LearnerState:
         dummy_obs = jax.tree.map(lambda s: jnp.zeros((1, *s.shape), s.dtype), obs_spec.generate_value())
         online = q_network.init({"params": params_key, "noise": params_key}, dummy_obs)
-        env_key, warmup_key, key = jax.random.split(slot_key, 3)
-        env_state, timestep = env.reset(jax.random.split(env_key, sizes.num_envs))
+        warmup_key, key = jax.random.split(slot_key)
         # WARM-UP: random actions fill the buffer before the first gradient step.
-        (env_state, timestep, _), traj = jax.lax.scan(
-            _warmup_step, (env_state, timestep, warmup_key), None, replay.warmup_per_env
+        env_state, timestep, buffer_state = warm_up(
+            env, buffer, sizes.num_envs, num_actions, replay.warmup_per_env, warmup_key
         )
-        one = jax.tree.map(lambda x: x[0, 0], traj)
-        buffer_state = buffer.add(buffer.init(one), jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), traj))
         return LearnerState(
             params=OnlineAndTarget(online, online),
             opt_state=optimizer.init(online),
