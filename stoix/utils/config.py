@@ -1,6 +1,7 @@
 """Where the configs live, and how errors in them are reported."""
 
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,16 @@ def check_divisible(key: str, value: int, divisor: int, divisor_desc: str) -> in
         f"{key}={value} must be divisible by {divisor_desc}={divisor}; set {key} to a multiple of {divisor}.",
     )
     return value // divisor
+
+
+def exit_on_config_error(run: Callable[..., Any], *args: Any) -> Any:
+    """`run(*args)` for a script: a StoixConfigError ends the process with one line and exit
+    code 2, not a traceback."""
+    try:
+        return run(*args)
+    except StoixConfigError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 def compose_config(config_name: str, overrides: Sequence[str] | None = None) -> Any:

@@ -7,7 +7,6 @@ A researcher who needs a different loop copies this file next to the system.
 """
 
 import copy
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,7 @@ from omegaconf import DictConfig
 from stoix.base_types import SystemSetup
 from stoix.evaluator import make_evaluator
 from stoix.utils.checkpointing import Checkpointer, restore
-from stoix.utils.config import StoixConfigError, require
+from stoix.utils.config import exit_on_config_error, require
 from stoix.utils.logger import LogEvent, StoixLogger, describe, validate_logger_config
 from stoix.utils.sizes import AnakinSizes, anakin_sizes
 from stoix.wrappers import make_env
@@ -204,8 +203,4 @@ def run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
 def run_from_cli(cfg: DictConfig, learner_setup: SetupFn) -> float:
     """`run_experiment` for a script: a bad config ends the process with one line, not a
     traceback."""
-    try:
-        return run_experiment(cfg, learner_setup)
-    except StoixConfigError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+    return exit_on_config_error(run_experiment, cfg, learner_setup)

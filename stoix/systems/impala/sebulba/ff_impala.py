@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 from stoix.systems.ppo.anakin.ff_ppo import ActorCriticParams
 from stoix.systems.ppo.sebulba import ff_ppo as sebulba_ppo
 from stoix.systems.ppo.sebulba.ff_ppo import Trajectory
-from stoix.utils.config import CONFIG_DIR, StoixConfigError
+from stoix.utils.config import CONFIG_DIR, exit_on_config_error
 
 
 def vtrace_targets(
@@ -109,11 +109,7 @@ def make_update_fn(actor: Any, critic: Any, optimizer: Any, cfg: DictConfig, bat
 
 @hydra.main(config_path=CONFIG_DIR, config_name="default/sebulba/default_ff_impala", version_base="1.3")
 def hydra_entry_point(cfg: DictConfig) -> float:
-    try:
-        return sebulba_ppo.run_experiment(cfg, make_update_fn)
-    except StoixConfigError as e:
-        print(f"error: {e}", flush=True, file=__import__("sys").stderr)
-        raise SystemExit(2) from None
+    return exit_on_config_error(sebulba_ppo.run_experiment, cfg, make_update_fn)
 
 
 if __name__ == "__main__":

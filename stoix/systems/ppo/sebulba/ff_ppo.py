@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 from stoix.base_types import Observation
 from stoix.networks.base import make_actor, make_critic
 from stoix.systems.ppo.anakin.ff_ppo import ActorCriticParams, PPOBatch, actor_loss, critic_loss, ppo_loss
-from stoix.utils.config import CONFIG_DIR, StoixConfigError, require
+from stoix.utils.config import CONFIG_DIR, exit_on_config_error, require
 from stoix.utils.light_import import import_module_lightly
 from stoix.utils.logger import LogEvent, StoixLogger, describe, validate_logger_config
 from stoix.utils.multistep import truncated_gae
@@ -394,11 +394,7 @@ def run_experiment(cfg: DictConfig, make_update: Callable = make_update_fn) -> f
 
 @hydra.main(config_path=CONFIG_DIR, config_name="default/sebulba/default_ff_ppo", version_base="1.3")
 def hydra_entry_point(cfg: DictConfig) -> float:
-    try:
-        return run_experiment(cfg)
-    except StoixConfigError as e:
-        print(f"error: {e}", flush=True, file=__import__("sys").stderr)
-        raise SystemExit(2) from None
+    return exit_on_config_error(run_experiment, cfg)
 
 
 if __name__ == "__main__":
