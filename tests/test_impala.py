@@ -4,6 +4,7 @@ tiny asynchronous run, and learning."""
 import numpy as np
 import pytest
 import rlax
+from conftest import run_script
 
 from stoix.systems.impala.sebulba.ff_impala import vtrace_targets
 from stoix.utils.config import compose_config
@@ -86,12 +87,28 @@ def test_tiny_asynchronous_run(tmp_path):
     assert 0.0 < metric <= 50.0
 
 
+def test_roles_split_over_three_devices(tmp_path):
+    overrides = [
+        *TINY,
+        "arch.actor.device_ids=[0]",
+        "arch.actor.actor_per_device=2",
+        "arch.learner.device_ids=[1]",
+        "arch.evaluator_device_id=2",
+        "logger.use_console=true",
+    ]
+    proc = run_script("stoix/systems/impala/sebulba/ff_impala.py", overrides, cwd=tmp_path, devices=3)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "RESULT ff_impala CartPole-v1" in proc.stdout and "mean_rho" in proc.stdout
+
+
 @pytest.mark.learning
-def test_impala_learns_cartpole(tmp_path):
-    # python stoix/systems/impala/sebulba/ff_impala.py  (3e5 requested, 296,960 run)
+def test_impala_learns_envpool_cartpole(tmp_path):
+    # python stoix/systems/impala/sebulba/ff_impala.py  (env=envpool/cartpole by default;
+    # 3e5 requested, 296,960 run)
     from stoix.systems.impala.sebulba import ff_impala
     from stoix.systems.ppo.sebulba import ff_ppo
 
     cfg = compose_config("default/sebulba/default_ff_impala", [f"logger.base_exp_path={tmp_path}"])
+    assert cfg.env.env_name == "envpool" and cfg.env.scenario.name == "CartPole-v1"
     assert int(cfg.arch.total_timesteps) <= 300_000
     assert ff_ppo.run_experiment(cfg, ff_impala.make_update_fn) >= 195.0

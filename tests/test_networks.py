@@ -8,7 +8,7 @@ import pytest
 from stoix.base_types import Observation
 from stoix.networks.distributions import AffineTanhNormal
 from stoix.networks.heads import CategoricalHead, NormalAffineTanhHead
-from stoix.networks.torso import CNNTorso, MLPTorso
+from stoix.networks.torso import CNNTorso, MLPTorso, VisualResNetTorso, max_pool_3x3_stride_2
 from stoix.utils.config import StoixConfigError, compose_config
 
 
@@ -54,6 +54,29 @@ def test_torsos_shapes():
     with pytest.raises(ValueError, match="activation='swish2'"):
         bad = MLPTorso(layer_sizes=(4,), activation="swish2")
         bad.init(jax.random.PRNGKey(0), x)
+
+
+@pytest.mark.parametrize("size", [(84, 84), (11, 11), (6, 7)])
+def test_max_pool_matches_flax_values_and_gradient(size):
+    import flax.linen as nn
+
+    # Distinct values, so the (tie-free) gradients must agree exactly.
+    n = 2 * size[0] * size[1] * 3
+    x = jax.random.permutation(jax.random.PRNGKey(0), jnp.arange(n, dtype=jnp.float32)).reshape(2, *size, 3)
+    flax_pool = lambda x: nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+    np.testing.assert_array_equal(max_pool_3x3_stride_2(x), flax_pool(x))
+    loss = lambda pool: lambda x: jnp.sum(pool(x) ** 2)
+    np.testing.assert_allclose(jax.grad(loss(max_pool_3x3_stride_2))(x), jax.grad(loss(flax_pool))(x))
+
+
+def test_integer_images_are_scaled_to_unit_range():
+    torso = VisualResNetTorso(channels_per_stage=(4,), blocks_per_stage=1, hidden_size=8)
+    pixels = jax.random.randint(jax.random.PRNGKey(0), (3, 12, 12, 2), 0, 256).astype(jnp.uint8)
+    params = torso.init(jax.random.PRNGKey(1), pixels)
+    np.testing.assert_allclose(
+        torso.apply(params, pixels), torso.apply(params, pixels.astype(jnp.float32) / 255.0), rtol=1e-6
+    )
+    assert not np.allclose(torso.apply(params, pixels), torso.apply(params, pixels.astype(jnp.float32)))
 
 
 def test_network_config_must_fit_the_action_space():

@@ -38,6 +38,32 @@ def test_tiny_run_on_one_device_with_two_actor_threads(tmp_path):
     assert 0.0 < metric <= 50.0  # returns are capped by eval_step_cap=50
 
 
+def test_tiny_run_on_envpool_cartpole(tmp_path):
+    from stoix.systems.ppo.sebulba import ff_ppo
+
+    metric = ff_ppo.run_experiment(config(tmp_path, "env=envpool/cartpole"))
+    assert 0.0 < metric <= 50.0
+
+
+def test_seed_command_trains_pong_with_the_visual_resnet(tmp_path):
+    # The seed README's command, shrunk to two updates of 2 envs x 8 steps.
+    seed_command = ["arch=sebulba", "env=envpool/pong", "network=visual_resnet"]
+    shrink = [
+        "arch.total_timesteps=32",
+        "arch.total_num_envs=2",
+        "system.rollout_length=8",
+        "arch.num_evaluation=2",
+        "arch.num_eval_episodes=2",
+        "arch.eval_step_cap=20",
+        "arch.absolute_metric=false",
+        "logger.use_json=false",
+    ]
+    proc = run_script(SCRIPT, [*seed_command, *shrink], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("TRAIN    step") == 2, proc.stdout
+    assert "RESULT ff_ppo Pong-v5" in proc.stdout
+
+
 def test_roles_split_over_three_devices(tmp_path):
     overrides = [
         *TINY,

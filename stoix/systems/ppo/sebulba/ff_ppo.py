@@ -1,8 +1,8 @@
-"""PPO on Sebulba: actor threads step host (gymnasium) environments, a learner trains.
+"""PPO on Sebulba: actor threads step host (envpool, gymnasium) environments, a learner trains.
 
 The losses, batch type and truncation-aware GAE are the Anakin PPO's
 (stoix/systems/ppo/anakin/ff_ppo.py); what changes is where things run. Each actor thread owns
-a batch of gymnasium environments and runs the policy on its actor device; it sends
+a batch of host environments (stoix/wrappers/host.py) and runs the policy on its actor device; it sends
 fixed-length rollouts through a bounded pipeline. The learner (main thread) joins one rollout
 from every actor, splits it over the learner devices, runs PPO's epochs in one `pmap`ped call
 and publishes the new parameters. With `arch.synchronous=true` actors wait for those
@@ -10,6 +10,7 @@ parameters before the next rollout, so a run is reproducible. Evaluation runs in
 thread on `arch.evaluator_device_id` (AsyncEvaluator), so the learner never waits for it.
 
     python stoix/systems/ppo/sebulba/ff_ppo.py env=gymnasium/cartpole
+    python stoix/systems/ppo/sebulba/ff_ppo.py arch=sebulba env=envpool/pong network=visual_resnet
 """
 
 import functools
@@ -34,7 +35,7 @@ from stoix.utils.logger import LogEvent, StoixLogger, describe, validate_logger_
 from stoix.utils.multistep import truncated_gae
 from stoix.utils.sebulba import AsyncEvaluator, Lifetime, ParamsServer, Pipeline, join_all, start_thread
 from stoix.utils.sizes import SebulbaSizes, sebulba_sizes
-from stoix.wrappers.gymnasium import GymnasiumVecEnv, make_gymnasium_envs
+from stoix.wrappers.host import HostVecEnv, make_host_envs
 
 
 class Trajectory(NamedTuple):
@@ -57,22 +58,18 @@ class Rollout(NamedTuple):
     params_version: int
 
 
-def make_envs(cfg: DictConfig, num_envs: int, seed: int) -> GymnasiumVecEnv:
-    require(
-        cfg.env.env_name == "gymnasium",
-        f"env.env_name={cfg.env.env_name!r}: Sebulba systems step host environments; use env=gymnasium/...",
-    )
-    kwargs = dict(cfg.env.kwargs or {})
-    return GymnasiumVecEnv(make_gymnasium_envs(cfg.env.scenario.name, num_envs, seed, **kwargs), seed)
-
-
-def specs_of(env: GymnasiumVecEnv, cfg: DictConfig) -> tuple[Any, Any]:
-    """Jumanji specs for the network builders, from a gymnasium env."""
+def specs_of(env: HostVecEnv) -> tuple[Any, Any]:
+    """The action spec for the network builders and a dummy observation, from a host env."""
     specs = import_module_lightly("jumanji.specs", ["jumanji"])
-    space = env._envs.single_action_space
+    space = env.single_action_space
     require(hasattr(space, "n"), "Sebulba PPO supports discrete action spaces only for now.")
-    obs_shape = env._envs.single_observation_space.shape
-    return specs.DiscreteArray(int(space.n)), obs_shape
+    obs_space = env.single_observation_space
+    dummy = Observation(
+        jnp.zeros((1, *obs_space.shape), obs_space.dtype),
+        jnp.ones((1, int(space.n))),
+        jnp.zeros((1,), jnp.int32),
+    )
+    return specs.DiscreteArray(int(space.n)), dummy
 
 
 def actor_thread(
@@ -87,7 +84,7 @@ def actor_thread(
 ) -> None:
     """Collect `sizes.num_updates` rollouts (fewer if the run stops)."""
     seed = int(cfg.arch.seed) * 1000 + index
-    env = make_envs(cfg, sizes.envs_per_actor, seed)
+    env = make_host_envs(cfg.env, sizes.envs_per_actor, seed)
     key = jax.device_put(jax.random.PRNGKey(seed), device)
     timestep = env.reset()
     params, version = None, -1
@@ -191,8 +188,12 @@ def make_update_fn(actor: Any, critic: Any, optimizer: Any, cfg: DictConfig, bat
 def evaluate(
     cfg: DictConfig, act: Callable, params: Any, device: Any, num_episodes: int, seed: int
 ) -> np.ndarray:
-    """Returns of `num_episodes` whole episodes (one per environment), on the host."""
-    env = make_envs(cfg, num_episodes, seed)
+    """Returns of `num_episodes` whole episodes (one per environment), on the host.
+
+    Returns are the environments' episode metrics, so an Atari game counts its unclipped
+    score over all its lives.
+    """
+    env = make_host_envs(cfg.env, num_episodes, seed)
     timestep = env.reset()
     returns = np.zeros(num_episodes, np.float32)
     finished = np.zeros(num_episodes, bool)
@@ -201,10 +202,15 @@ def evaluate(
         key, policy_key = jax.random.split(key)
         action = np.asarray(act(params, jax.device_put(timestep.observation, device), policy_key)[0])
         timestep = env.step(action)
-        returns += np.where(finished, 0.0, timestep.reward)
-        finished |= timestep.last
+        metrics = timestep.episode_metrics
+        newly = metrics.is_terminal_step & ~finished
+        returns[newly] = metrics.episode_return[newly]
+        finished |= newly
         if finished.all():
             break
+    else:
+        # Cut by the step cap: unfinished episodes count what they scored so far.
+        returns[~finished] = env.running_return()[~finished]
     env.close()
     return returns
 
@@ -233,8 +239,8 @@ def run_experiment(cfg: DictConfig, make_update: Callable = make_update_fn) -> f
     if sizes.total_timesteps != sizes.requested_timesteps:
         print(f"WARNING: this run takes exactly {sizes.total_timesteps} environment steps.", flush=True)
 
-    probe = make_envs(cfg, 1, 0)
-    action_spec, obs_shape = specs_of(probe, cfg)
+    probe = make_host_envs(cfg.env, 1, 0)
+    action_spec, dummy = specs_of(probe)
     probe.close()
     actor = make_actor(cfg.network.actor_network, action_spec)
     critic = make_critic(cfg.network.critic_network)
@@ -246,9 +252,6 @@ def run_experiment(cfg: DictConfig, make_update: Callable = make_update_fn) -> f
     )
     optimizer = optax.chain(
         optax.clip_by_global_norm(float(cfg.system.max_grad_norm)), optax.adam(learning_rate, eps=1e-5)
-    )
-    dummy = Observation(
-        jnp.zeros((1, *obs_shape)), jnp.ones((1, action_spec.num_values)), jnp.zeros((1,), jnp.int32)
     )
     actor_key, critic_key, learn_key = jax.random.split(jax.random.PRNGKey(int(cfg.arch.seed)), 3)
     params = ActorCriticParams(actor.init(actor_key, dummy), critic.init(critic_key, dummy))
