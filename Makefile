@@ -5,7 +5,7 @@ VENV_PY := .venv/bin/python
 # uv is bootstrapped with pip when it is not on PATH, then run as a module.
 UV := $(shell command -v uv >/dev/null 2>&1 && echo uv || echo "$(PYTHON) -m uv")
 
-.PHONY: install train test test-learning benchmark lint clean
+.PHONY: install train test test-learning benchmark benchmark-sebulba lint clean
 
 install: .venv/.installed
 
@@ -26,6 +26,9 @@ test-learning: install
 
 benchmark: install
 	$(VENV_PY) -m stoix.utils.benchmark
+
+benchmark-sebulba: install
+	$(VENV_PY) -m stoix.utils.benchmark_sebulba
 
 lint: install
 	$(VENV_PY) -m ruff check stoix tests launcher.py

@@ -103,6 +103,43 @@ def test_an_actor_exception_ends_the_run_with_that_error_within_seconds(tmp_path
     assert time.perf_counter() - start < 60
 
 
+def test_ctrl_c_stops_every_thread_and_exits_with_one_line(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from stoix.utils.config import REPO_ROOT
+
+    long_run = [
+        *TINY,
+        "arch.total_timesteps=100000000",
+        "arch.num_evaluation=100000",
+        "logger.use_console=true",
+    ]
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO_ROOT / SCRIPT), *long_run],
+            cwd=tmp_path,
+            stdout=stdout,
+            stderr=stderr,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while "ACT" not in out.read_text():  # training is under way
+                assert proc.poll() is None and time.monotonic() < deadline, err.read_text()[-2000:]
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
+        finally:
+            proc.kill()
+    assert proc.returncode == 130
+    assert "interrupted: run stopped" in err.read_text()
+    assert "Traceback" not in err.read_text()
+
+
 def test_missing_device_is_a_clear_error(tmp_path):
     from stoix.systems.ppo.sebulba import ff_ppo
 

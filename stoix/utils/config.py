@@ -31,12 +31,16 @@ def check_divisible(key: str, value: int, divisor: int, divisor_desc: str) -> in
 
 def exit_on_config_error(run: Callable[..., Any], *args: Any) -> Any:
     """`run(*args)` for a script: a StoixConfigError ends the process with one line and exit
-    code 2, not a traceback."""
+    code 2, not a traceback; Ctrl-C (after `run`'s own clean-up, e.g. Sebulba stopping its
+    threads) with one line and exit code 130."""
     try:
         return run(*args)
     except StoixConfigError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("interrupted: run stopped (Ctrl-C)", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
 
 
 def compose_config(config_name: str, overrides: Sequence[str] | None = None) -> Any:

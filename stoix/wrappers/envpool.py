@@ -14,6 +14,7 @@ envpool's (C, H, W) into the (H, W, C) the convolutions expect.
 """
 
 import importlib
+import warnings
 from typing import Any
 
 import numpy as np
@@ -57,7 +58,10 @@ def make_envpool_envs(task_id: str, num_envs: int, seed: int, **kwargs: Any) -> 
     if task_id.endswith("-v5"):  # Atari: the wrapper does these (see the module docstring)
         kwargs.update(episodic_life=False, reward_clip=False)
     try:
-        return registration.make_gymnasium(task_id, num_envs=num_envs, seed=seed, **kwargs)
+        with warnings.catch_warnings():
+            # envpool builds float64 Box bounds that gymnasium then warns about casting.
+            warnings.filterwarnings("ignore", message=".*precision lowered by casting", category=UserWarning)
+            return registration.make_gymnasium(task_id, num_envs=num_envs, seed=seed, **kwargs)
     except (TypeError, ValueError) as e:
         raise StoixConfigError(f"env=envpool/{task_id}: bad env.kwargs {kwargs}: {e}") from None
 

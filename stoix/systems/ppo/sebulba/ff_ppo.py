@@ -343,6 +343,8 @@ def run_experiment(cfg: DictConfig, make_update: Callable = make_update_fn) -> f
             params_r, opt_state_r, metrics = update(params_r, opt_state_r, traj, keys)
             params_host = jax.device_get(jax.tree.map(lambda x: x[0], params_r))
             params_server.publish(params_host)
+            if update_index == 0:
+                first_update_done = time.perf_counter()  # compilation is behind us
 
             if (update_index + 1) % sizes.num_updates_per_eval == 0:
                 steps = (update_index + 1) * sizes.steps_per_update
@@ -356,6 +358,7 @@ def run_experiment(cfg: DictConfig, make_update: Callable = make_update_fn) -> f
                 episode_returns = []
                 evaluator.submit(params_host, steps)
             _log_evaluations(evaluator.ready())
+        training_done = time.perf_counter()
         _log_evaluations(evaluator.finish(float(cfg.arch.join_timeout_s) * 6))
     finally:
         lifetime.stop()
@@ -385,11 +388,16 @@ def run_experiment(cfg: DictConfig, make_update: Callable = make_update_fn) -> f
             LogEvent.ABSOLUTE,
         )
     logger.stop()
-    sps = sizes.total_timesteps / (time.perf_counter() - start)
+    end = time.perf_counter()
+    sps = sizes.total_timesteps / (end - start)
+    after_first = ""
+    if sizes.num_updates > 1:
+        steady = (sizes.num_updates - 1) * sizes.steps_per_update / (training_done - first_update_done)
+        after_first = f"; {steady:,.0f} steps/s training after the first update (compile excluded)"
     print(
         f"RESULT {cfg.system.system_name} {cfg.env.scenario.name} seed={cfg.arch.seed}: "
         f"episode_return={final:.2f} ({source}); {sizes.total_timesteps} steps, "
-        f"{sps:,.0f} steps/s (Sebulba, evaluation included)",
+        f"{sps:,.0f} steps/s (Sebulba, evaluation included){after_first}",
         flush=True,
     )
     return final
