@@ -25,6 +25,8 @@ from stoix.wrappers.host import HostVecEnv
 
 # NOTE: envpool's package `__init__` registers every suite, MuJoCo included, and fails without
 # the MuJoCo asset packages (~470 MB, dropped in pyproject.toml). Only these suites are loaded.
+# envpool builds float64 Box bounds that gymnasium warns about casting, on every space access.
+warnings.filterwarnings("ignore", message=".*precision lowered by casting", category=UserWarning)
 _SUITES = ("classic_control", "atari", "box2d", "toy_text")
 
 
@@ -58,10 +60,7 @@ def make_envpool_envs(task_id: str, num_envs: int, seed: int, **kwargs: Any) -> 
     if task_id.endswith("-v5"):  # Atari: the wrapper does these (see the module docstring)
         kwargs.update(episodic_life=False, reward_clip=False)
     try:
-        with warnings.catch_warnings():
-            # envpool builds float64 Box bounds that gymnasium then warns about casting.
-            warnings.filterwarnings("ignore", message=".*precision lowered by casting", category=UserWarning)
-            return registration.make_gymnasium(task_id, num_envs=num_envs, seed=seed, **kwargs)
+        return registration.make_gymnasium(task_id, num_envs=num_envs, seed=seed, **kwargs)
     except (TypeError, ValueError) as e:
         raise StoixConfigError(f"env=envpool/{task_id}: bad env.kwargs {kwargs}: {e}") from None
 

@@ -98,8 +98,7 @@ def actor_thread(
             params, version = jax.device_put(latest[0], device), latest[1]
         steps = []
         for _ in range(sizes.rollout_length):
-            key, policy_key = jax.random.split(key)
-            action, log_prob = act(params, jax.device_put(timestep.observation, device), policy_key)
+            action, log_prob, key = act(params, jax.device_put(timestep.observation, device), key)
             action, log_prob = np.asarray(action), np.asarray(log_prob)
             next_timestep = env.step(action)
             steps.append((timestep.observation, action, log_prob, next_timestep))
@@ -199,8 +198,8 @@ def evaluate(
     finished = np.zeros(num_episodes, bool)
     key = jax.random.PRNGKey(seed)
     for _ in range(int(cfg.arch.eval_step_cap)):
-        key, policy_key = jax.random.split(key)
-        action = np.asarray(act(params, jax.device_put(timestep.observation, device), policy_key)[0])
+        action, _, key = act(params, jax.device_put(timestep.observation, device), key)
+        action = np.asarray(action)
         timestep = env.step(action)
         metrics = timestep.episode_metrics
         newly = metrics.is_terminal_step & ~finished
@@ -259,15 +258,18 @@ def run_experiment(cfg: DictConfig, make_update: Callable = make_update_fn) -> f
 
     @jax.jit
     def act(params: ActorCriticParams, observation: Observation, key: chex.PRNGKey) -> tuple:
+        """(action, log_prob, next key): the key is split inside, saving a dispatch per step."""
+        key, policy_key = jax.random.split(key)
         pi = actor.apply(params.actor, observation)
-        action = pi.sample(seed=key)
-        return action, pi.log_prob(action)
+        action = pi.sample(seed=policy_key)
+        return action, pi.log_prob(action), key
 
     @jax.jit
     def act_greedy(params: ActorCriticParams, observation: Observation, key: chex.PRNGKey) -> tuple:
+        key, policy_key = jax.random.split(key)
         pi = actor.apply(params.actor, observation)
-        action = pi.mode() if cfg.arch.evaluation_greedy else pi.sample(seed=key)
-        return action, pi.log_prob(action)
+        action = pi.mode() if cfg.arch.evaluation_greedy else pi.sample(seed=policy_key)
+        return action, pi.log_prob(action), key
 
     learner_devices = [devices[i] for i in cfg.arch.learner.device_ids]
     update = jax.pmap(
