@@ -140,6 +140,38 @@ def test_ctrl_c_stops_every_thread_and_exits_with_one_line(tmp_path):
     assert "Traceback" not in err.read_text()
 
 
+def test_checkpoints_resume_parameters_and_best_parameters(tmp_path, capsys):
+    from stoix.systems.ppo.sebulba import ff_ppo
+
+    ckpt = tmp_path / "ckpt"
+    run = [
+        "arch.total_timesteps=1024",
+        "logger.use_console=true",
+        "logger.checkpointing.max_to_keep=5",
+    ]
+    full = ff_ppo.run_experiment(
+        config(
+            tmp_path, *run, "logger.checkpointing.save_model=true", f"logger.checkpointing.save_dir={ckpt}"
+        )
+    )
+    assert sorted(p.name for p in ckpt.iterdir() if p.name.isdigit()) == ["1", "2"]
+    load = ["logger.checkpointing.load_model=true", f"logger.checkpointing.load_path={ckpt}"]
+    # From the last checkpoint nothing is left to train, and the absolute metric re-evaluates
+    # the restored best parameters with the same seed: the same number.
+    capsys.readouterr()
+    assert ff_ppo.run_experiment(config(tmp_path, *run, *load)) == full
+    assert "nothing left to train" in capsys.readouterr().out
+    # From the first, only the second half runs.
+    ff_ppo.run_experiment(config(tmp_path, *run, *load, "logger.checkpointing.load_step=1"))
+    out = capsys.readouterr().out
+    assert "Resumed from" in out and "after update 8." in out
+    assert out.count("EVAL     step") == 1 and "EVAL     step      1,024" in out
+    with pytest.raises(StoixConfigError, match="no such directory"):
+        ff_ppo.run_experiment(
+            config(tmp_path, *load[:1], f"logger.checkpointing.load_path={tmp_path / 'nowhere'}")
+        )
+
+
 def test_missing_device_is_a_clear_error(tmp_path):
     from stoix.systems.ppo.sebulba import ff_ppo
 

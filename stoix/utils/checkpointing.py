@@ -6,6 +6,7 @@ the absolute metric, and a small JSON record (evaluation rounds done, steps, bes
 Checkpoints are numbered by evaluation round; the last `max_to_keep` are kept.
 """
 
+import logging
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -21,6 +22,13 @@ class Restored(NamedTuple):
     meta: dict[str, Any]
 
 
+def _quiet_orbax() -> None:
+    # NOTE: orbax logs every save step at INFO through absl, and Hydra shows INFO: ~500 lines
+    # per checkpoint on the console, plus benign warnings on every restore. Errors still show
+    # (and failures raise).
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
 def _host(tree: Any) -> Any:
     return jax.tree.map(lambda x: np.asarray(x), jax.device_get(tree))
 
@@ -31,6 +39,7 @@ class Checkpointer:
     def __init__(self, directory: Path, max_to_keep: int):
         import orbax.checkpoint as ocp
 
+        _quiet_orbax()
         self._ocp = ocp
         self.directory = Path(directory).resolve()
         options = ocp.CheckpointManagerOptions(
@@ -69,6 +78,7 @@ def restore(path: str, step: int | None, learner_state_like: Any, best_params_li
         )
     import orbax.checkpoint as ocp
 
+    _quiet_orbax()
     manager = ocp.CheckpointManager(
         directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False)
     )

@@ -16,6 +16,7 @@ thread on `arch.evaluator_device_id` (AsyncEvaluator), so the learner never wait
 import functools
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import chex
@@ -29,6 +30,7 @@ from omegaconf import DictConfig
 from stoix.base_types import Observation
 from stoix.networks.base import make_actor, make_critic
 from stoix.systems.ppo.anakin.ff_ppo import ActorCriticParams, PPOBatch, actor_loss, critic_loss, ppo_loss
+from stoix.utils.checkpointing import Checkpointer, restore
 from stoix.utils.config import CONFIG_DIR, exit_on_config_error, require
 from stoix.utils.light_import import import_module_lightly
 from stoix.utils.logger import LogEvent, StoixLogger, describe, validate_logger_config
@@ -81,14 +83,15 @@ def actor_thread(
     params_server: ParamsServer,
     pipeline: Pipeline,
     lifetime: Lifetime,
+    num_rollouts: int,
 ) -> None:
-    """Collect `sizes.num_updates` rollouts (fewer if the run stops)."""
+    """Collect `num_rollouts` rollouts (fewer if the run stops)."""
     seed = int(cfg.arch.seed) * 1000 + index
     env = make_host_envs(cfg.env, sizes.envs_per_actor, seed)
     key = jax.device_put(jax.random.PRNGKey(seed), device)
     timestep = env.reset()
     params, version = None, -1
-    for update in range(sizes.num_updates):
+    for update in range(num_rollouts):
         # NOTE: synchronous actors wait for the parameters of update `update`; asynchronous ones
         # take whatever is newest (the learner is then at most `pipeline_size` rollouts behind).
         latest = params_server.wait_for(update if cfg.arch.synchronous else 0)
@@ -233,6 +236,11 @@ def run_experiment(cfg: DictConfig, make_update: Callable = make_update_fn) -> f
         "system.normalize_observations is not supported on Sebulba yet.",
     )
     validate_logger_config(cfg)
+    ckpt_cfg = cfg.logger.checkpointing
+    require(
+        not ckpt_cfg.load_model or ckpt_cfg.load_path is not None,
+        "logger.checkpointing.load_model=True needs logger.checkpointing.load_path=<dir>.",
+    )
     print(f"Stoix Sebulba {cfg.system.system_name} on {cfg.env.env_name}/{cfg.env.scenario.name}")
     print(sizes.describe(), flush=True)
     if sizes.total_timesteps != sizes.requested_timesteps:
@@ -255,6 +263,18 @@ def run_experiment(cfg: DictConfig, make_update: Callable = make_update_fn) -> f
     actor_key, critic_key, learn_key = jax.random.split(jax.random.PRNGKey(int(cfg.arch.seed)), 3)
     params = ActorCriticParams(actor.init(actor_key, dummy), critic.init(critic_key, dummy))
     opt_state = optimizer.init(params)
+    best = {"return": -np.inf, "params": jax.device_get(params), "last": float("nan")}
+    start_update = 0
+    if ckpt_cfg.load_model:
+        # Parameters, optimiser state and learner key resume exactly; host environments cannot
+        # be saved, so they start new episodes (a resumed run is not bit-identical).
+        like = {"params": params, "opt_state": opt_state, "learn_key": learn_key}
+        restored = restore(ckpt_cfg.load_path, ckpt_cfg.load_step, like, best["params"])
+        params, opt_state = restored.learner_state["params"], restored.learner_state["opt_state"]
+        learn_key = jnp.asarray(restored.learner_state["learn_key"])
+        best.update(params=restored.best_params, **{"return": float(restored.meta["best_return"])})
+        start_update = int(restored.meta["updates_done"])
+        print(f"Resumed from {ckpt_cfg.load_path} after update {start_update}.", flush=True)
 
     @jax.jit
     def act(params: ActorCriticParams, observation: Observation, key: chex.PRNGKey) -> tuple:
@@ -283,6 +303,11 @@ def run_experiment(cfg: DictConfig, make_update: Callable = make_update_fn) -> f
     eval_device = devices[int(cfg.arch.evaluator_device_id)]
 
     logger = StoixLogger(cfg)
+    checkpointer: Checkpointer | None = None
+    if ckpt_cfg.save_model:
+        save_dir = ckpt_cfg.save_dir or Path(cfg.logger.base_exp_path) / "checkpoints" / logger.run_name
+        checkpointer = Checkpointer(Path(save_dir), int(ckpt_cfg.max_to_keep))
+        print(f"Checkpoints: {checkpointer.directory}", flush=True)
     lifetime = Lifetime()
     params_server = ParamsServer(lifetime)
     pipelines = [Pipeline(int(cfg.arch.pipeline_size), lifetime) for _ in range(sizes.num_actor_threads)]
@@ -294,13 +319,21 @@ def run_experiment(cfg: DictConfig, make_update: Callable = make_update_fn) -> f
         start_thread(
             f"actor-{i}",
             functools.partial(
-                actor_thread, i, device, cfg, sizes, act, params_server, pipelines[i], lifetime
+                actor_thread,
+                i,
+                device,
+                cfg,
+                sizes,
+                act,
+                params_server,
+                pipelines[i],
+                lifetime,
+                sizes.num_updates - start_update,
             ),
             lifetime,
         )
         for i, device in enumerate(actor_devices)
     ]
-    best = {"return": -np.inf, "params": jax.device_get(params), "last": float("nan")}
 
     def _evaluate(params_host: Any, step: int) -> np.ndarray:
         return evaluate(
@@ -322,11 +355,17 @@ def run_experiment(cfg: DictConfig, make_update: Callable = make_update_fn) -> f
                 **{f"episode_return_{k}": v for k, v in describe(returns).items()},
             }
             logger.log(metrics, step, LogEvent.EVAL)
+            if step in pending_saves:
+                updates_done, state = pending_saves.pop(step)
+                meta = {"updates_done": updates_done, "timesteps": step, "best_return": float(best["return"])}
+                checkpointer.save(updates_done // sizes.num_updates_per_eval, state, best["params"], meta)
 
+    pending_saves: dict[int, tuple[int, Any]] = {}  # step -> (updates done, learner state)
     evaluator = AsyncEvaluator(_evaluate, lifetime)
     start, episode_returns = time.perf_counter(), []
+    first_update_done = training_done = start
     try:
-        for update_index in range(sizes.num_updates):
+        for update_index in range(start_update, sizes.num_updates):
             rollouts = []
             for pipeline in pipelines:
                 rollout = None
@@ -345,21 +384,39 @@ def run_experiment(cfg: DictConfig, make_update: Callable = make_update_fn) -> f
             params_r, opt_state_r, metrics = update(params_r, opt_state_r, traj, keys)
             params_host = jax.device_get(jax.tree.map(lambda x: x[0], params_r))
             params_server.publish(params_host)
-            if update_index == 0:
+            if update_index == start_update:
                 first_update_done = time.perf_counter()  # compilation is behind us
 
-            if (update_index + 1) % sizes.num_updates_per_eval == 0:
+            is_eval = (update_index + 1) % sizes.num_updates_per_eval == 0
+            if is_eval or update_index == start_update:  # the first update shows that it trains
                 steps = (update_index + 1) * sizes.steps_per_update
                 elapsed = time.perf_counter() - start
                 act_metrics = {f"episode_return_{k}": v for k, v in describe(episode_returns).items()}
-                act_metrics.update(steps_per_second=steps / elapsed, progress=steps / sizes.total_timesteps)
+                run_so_far = steps - start_update * sizes.steps_per_update
+                act_metrics.update(
+                    steps_per_second=run_so_far / elapsed, progress=steps / sizes.total_timesteps
+                )
                 logger.log(act_metrics, steps, LogEvent.ACT)
                 logger.log(
                     {k: float(np.mean(v)) for k, v in jax.device_get(metrics).items()}, steps, LogEvent.TRAIN
                 )
                 episode_returns = []
+            if is_eval:
                 evaluator.submit(params_host, steps)
             _log_evaluations(evaluator.ready())
+            if is_eval and checkpointer is not None:
+                # Saved when this evaluation's result arrives, so the checkpoint's best
+                # parameters include it (evaluations run behind the learner).
+                pending_saves[steps] = (
+                    update_index + 1,
+                    jax.device_get(
+                        {
+                            "params": jax.tree.map(lambda x: x[0], params_r),
+                            "opt_state": jax.tree.map(lambda x: x[0], opt_state_r),
+                            "learn_key": learn_key,
+                        }
+                    ),
+                )
         training_done = time.perf_counter()
         _log_evaluations(evaluator.finish(float(cfg.arch.join_timeout_s) * 6))
     finally:
@@ -370,6 +427,8 @@ def run_experiment(cfg: DictConfig, make_update: Callable = make_update_fn) -> f
         if stuck:
             print(f"WARNING: threads still running at shutdown: {stuck}", flush=True)
     lifetime.raise_if_failed()
+    if checkpointer is not None:
+        checkpointer.close()
     final, source = best["last"], "final evaluation"
     if cfg.arch.absolute_metric:
         returns = evaluate(
@@ -390,16 +449,16 @@ def run_experiment(cfg: DictConfig, make_update: Callable = make_update_fn) -> f
             LogEvent.ABSOLUTE,
         )
     logger.stop()
-    end = time.perf_counter()
-    sps = sizes.total_timesteps / (end - start)
-    after_first = ""
-    if sizes.num_updates > 1:
-        steady = (sizes.num_updates - 1) * sizes.steps_per_update / (training_done - first_update_done)
+    run_steps = (sizes.num_updates - start_update) * sizes.steps_per_update
+    sps = run_steps / (time.perf_counter() - start)
+    after_first = "" if run_steps else "; nothing left to train"
+    if sizes.num_updates - start_update > 1:
+        steady = (run_steps - sizes.steps_per_update) / (training_done - first_update_done)
         after_first = f"; {steady:,.0f} steps/s training after the first update (compile excluded)"
+    speed = f"{sps:,.0f} steps/s (Sebulba, evaluation included)" if run_steps else "resumed run"
     print(
         f"RESULT {cfg.system.system_name} {cfg.env.scenario.name} seed={cfg.arch.seed}: "
-        f"episode_return={final:.2f} ({source}); {sizes.total_timesteps} steps, "
-        f"{sps:,.0f} steps/s (Sebulba, evaluation included){after_first}",
+        f"episode_return={final:.2f} ({source}); {sizes.total_timesteps} steps, {speed}{after_first}",
         flush=True,
     )
     return final
