@@ -297,8 +297,12 @@ def run_experiment(cfg: DictConfig, make_update: Callable = make_update_fn) -> f
         axis_name="device",
         devices=learner_devices,
     )
-    # One copy per learner device (host arrays; the first pmap call places them).
-    replicate = lambda tree: jax.tree.map(lambda x: np.stack([np.asarray(x)] * len(learner_devices)), tree)  # noqa: E731
+    # One copy per learner device, placed by a pmap over the same axis name so that it is laid
+    # out exactly like the update's outputs (otherwise the second update compiles again).
+    place = jax.pmap(lambda tree: tree, axis_name="device", devices=learner_devices)
+    replicate = lambda tree: place(
+        jax.tree.map(lambda x: np.stack([np.asarray(x)] * len(learner_devices)), tree)
+    )  # noqa: E731
     params_r, opt_state_r = replicate(params), replicate(opt_state)
     eval_device = devices[int(cfg.arch.evaluator_device_id)]
 
