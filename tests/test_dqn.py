@@ -250,6 +250,14 @@ def test_rainbow_importance_weights_by_hand():
     np.testing.assert_allclose(weights, [1.0, np.sqrt(0.5), 0.5], rtol=1e-6)
 
 
+def test_rainbow_item_drawn_with_probability_zero_gets_weight_zero_not_nan():
+    # flashbax's sum tree can land on a zero-priority (broken) sequence; 0/0 used to NaN the run.
+    from stoix.systems.q_learning.ff_rainbow import importance_weights
+
+    weights = importance_weights(jnp.array([0.1, 0.0, 0.4]), 0.5)
+    np.testing.assert_allclose(weights, [1.0, 0.0, 0.5], rtol=1e-6)
+
+
 def test_noisy_layer_is_deterministic_without_a_noise_rng():
     from stoix.networks.layers import NoisyDense
 
