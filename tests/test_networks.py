@@ -104,3 +104,19 @@ def test_discrete_networks_build_from_config(network, obs_shape):
     pi = actor.apply(actor.init(jax.random.PRNGKey(0), obs), obs)
     assert pi.logits.shape == (2, 6)
     assert critic.apply(critic.init(jax.random.PRNGKey(0), obs), obs).shape == (2,)
+
+
+def test_torso_must_fit_the_observations():
+    from stoix.networks.base import check_torsos_fit
+
+    image_env = compose_config("default/anakin/default_ff_ppo", ["env=gymnax/breakout"])
+    with pytest.raises(
+        StoixConfigError, match=r"takes flat observations.*use network=cnn or network=visual_resnet"
+    ):
+        check_torsos_fit(image_env.network, (10, 10, 4), "env=gymnax/breakout")
+    check_torsos_fit(
+        compose_config("default/anakin/default_ff_ppo", ["network=cnn"]).network, (10, 10, 4), "x"
+    )
+    flat = compose_config("default/anakin/default_ff_ppo", ["network=visual_resnet"])
+    with pytest.raises(StoixConfigError, match=r"VisualResNetTorso\) takes \(H, W, C\) images.*\(4,\)"):
+        check_torsos_fit(flat.network, (4,), "env=gymnax/cartpole")

@@ -181,6 +181,13 @@ def test_missing_device_is_a_clear_error(tmp_path):
         ff_ppo.run_experiment(config(tmp_path, "arch.learner.device_ids=[3]"))
 
 
+def test_image_env_with_an_mlp_is_a_clear_error(tmp_path):
+    from stoix.systems.ppo.sebulba import ff_ppo
+
+    with pytest.raises(StoixConfigError, match="env=envpool/pong gives images shaped"):
+        ff_ppo.run_experiment(config(tmp_path, "env=envpool/pong"))
+
+
 def test_anakin_env_is_rejected_with_a_hint(tmp_path):
     from stoix.systems.ppo.sebulba import ff_ppo
 

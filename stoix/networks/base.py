@@ -63,6 +63,30 @@ def make_actor(actor_cfg: Any, action_spec: Any) -> FeedForwardActor:
     )
 
 
+_IMAGE_TORSOS = ("CNNTorso", "VisualResNetTorso")
+
+
+def check_torsos_fit(network_cfg: Any, obs_shape: tuple[int, ...], env_label: str) -> None:
+    """Image torsos for (H, W, C) observations, the others for flat ones: a mismatch is a
+    StoixConfigError naming the network to pick, raised before anything compiles."""
+    images = len(obs_shape) == 3
+    for name, sub_network in network_cfg.items():
+        torso = sub_network.get("pre_torso") if hasattr(sub_network, "get") else None
+        if torso is None or "_target_" not in torso:
+            continue
+        torso_name = str(torso._target_).rsplit(".", 1)[-1]
+        if images and torso_name not in _IMAGE_TORSOS:
+            raise StoixConfigError(
+                f"network.{name}.pre_torso ({torso_name}) takes flat observations, but {env_label} "
+                f"gives images shaped {tuple(obs_shape)}; use network=cnn or network=visual_resnet."
+            )
+        if not images and torso_name in _IMAGE_TORSOS:
+            raise StoixConfigError(
+                f"network.{name}.pre_torso ({torso_name}) takes (H, W, C) images, but {env_label} "
+                f"gives observations shaped {tuple(obs_shape)}; use an MLP network (the system's default)."
+            )
+
+
 def make_critic(critic_cfg: Any) -> FeedForwardCritic:
     """Build the critic named in `cfg.network.critic_network`."""
     import hydra

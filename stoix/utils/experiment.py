@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from stoix.base_types import SystemSetup
 from stoix.evaluator import make_evaluator
+from stoix.networks.base import check_torsos_fit
 from stoix.utils.checkpointing import Checkpointer, restore
 from stoix.utils.config import exit_on_config_error, require
 from stoix.utils.logger import LogEvent, StoixLogger, describe, validate_logger_config
@@ -74,6 +75,11 @@ def run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
         "logger.checkpointing.load_model=True needs logger.checkpointing.load_path=<dir>.",
     )
     env, eval_env = make_env(cfg.env)
+    check_torsos_fit(
+        cfg.network,
+        env.observation_spec.agent_view.shape,
+        f"env={cfg.env.env_name}/{cfg.env.scenario.task_name}",
+    )
     step_cap = _eval_step_cap(cfg, eval_env)
     key, setup_key, eval_key = jax.random.split(jax.random.PRNGKey(int(cfg.arch.seed)), 3)
 

@@ -28,7 +28,7 @@ import optax
 from omegaconf import DictConfig
 
 from stoix.base_types import Observation
-from stoix.networks.base import make_actor, make_critic
+from stoix.networks.base import check_torsos_fit, make_actor, make_critic
 from stoix.systems.ppo.anakin.ff_ppo import ActorCriticParams, PPOBatch, actor_loss, critic_loss, ppo_loss
 from stoix.utils.checkpointing import Checkpointer, restore
 from stoix.utils.config import CONFIG_DIR, exit_on_config_error, require
@@ -249,6 +249,9 @@ def run_experiment(cfg: DictConfig, make_update: Callable = make_update_fn) -> f
     probe = make_host_envs(cfg.env, 1, 0)
     action_spec, dummy = specs_of(probe)
     probe.close()
+    check_torsos_fit(
+        cfg.network, dummy.agent_view.shape[1:], f"env={cfg.env.env_name}/{cfg.env.scenario.task_name}"
+    )
     actor = make_actor(cfg.network.actor_network, action_spec)
     critic = make_critic(cfg.network.critic_network)
     num_gradient_steps = sizes.num_updates * int(cfg.system.epochs) * int(cfg.system.num_minibatches)
