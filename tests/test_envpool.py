@@ -33,6 +33,11 @@ def test_truncation_keeps_discount_one_and_the_final_observation():
     np.testing.assert_array_equal(step.observation.step_count, 0)
     after = env.step(actions)
     assert not after.last.any() and not after.episode_metrics.is_terminal_step.any()
+    # The step after the reset applies the action to the reset state (CartPole's Euler step:
+    # x' = x + 0.02 x_dot), i.e. envpool did not spend it on a reset of its own.
+    x, x_dot = step.observation.agent_view[:, 0], step.observation.agent_view[:, 1]
+    np.testing.assert_allclose(after.next_obs.agent_view[:, 0], x + 0.02 * x_dot, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(after.episode_metrics.episode_length, 1)
 
 
 def test_termination_has_discount_zero_and_a_final_observation_past_the_limit():

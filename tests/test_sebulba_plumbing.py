@@ -126,3 +126,23 @@ def test_async_evaluator_returns_results_in_order_and_reports_failures():
     assert lifetime2.wait(5.0)
     with pytest.raises(ThreadFailed, match="evaluator"):
         lifetime2.raise_if_failed()
+
+
+def test_async_evaluator_finish_gives_each_job_its_own_timeout():
+    from stoix.utils.sebulba import AsyncEvaluator
+
+    evaluator = AsyncEvaluator(lambda params, step: (time.sleep(0.3), params)[1], Lifetime())
+    for step in range(3):
+        evaluator.submit(step, step)
+    # 0.9 s of work in all, but no single job takes 0.6 s: everything finishes.
+    assert [step for step, _, _ in evaluator.finish(timeout_s=0.6)] == [0, 1, 2]
+    assert evaluator.outstanding == 0
+
+    lifetime = Lifetime()
+    stuck = AsyncEvaluator(lambda params, step: (time.sleep(5.0 if step else 0.0), params)[1], lifetime)
+    stuck.submit(0, 0)
+    stuck.submit(1, 1)
+    start = time.perf_counter()
+    assert [step for step, _, _ in stuck.finish(timeout_s=0.3)] == [0]
+    assert stuck.outstanding == 1 and time.perf_counter() - start < 2.0
+    lifetime.stop()

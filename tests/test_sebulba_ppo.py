@@ -166,10 +166,79 @@ def test_checkpoints_resume_parameters_and_best_parameters(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Resumed from" in out and "after update 8." in out
     assert out.count("EVAL     step") == 1 and "EVAL     step      1,024" in out
+    # The restored state is what the learner trains on: with a learning rate of 0 the
+    # parameters saved after the resumed half equal the loaded ones, while the optimiser's
+    # step count goes on from the checkpoint's.
+    frozen = tmp_path / "frozen"
+    ff_ppo.run_experiment(
+        config(
+            tmp_path,
+            *run,
+            *load,
+            "logger.checkpointing.load_step=1",
+            "system.learning_rate=0.0",
+            "logger.checkpointing.save_model=true",
+            f"logger.checkpointing.save_dir={frozen}",
+        )
+    )
+    import jax
+    import numpy as np
+
+    from stoix.utils.checkpointing import restore
+
+    def read(path, step):
+        raw = restore(str(path), step, None, None)
+        return raw.learner_state, raw.meta
+
+    first, first_meta = read(ckpt, 1)
+    after, after_meta = read(frozen, 2)
+    for a, b in zip(jax.tree.leaves(first["params"]), jax.tree.leaves(after["params"])):
+        np.testing.assert_array_equal(a, b)
+    counts = lambda state: sorted({int(x) for x in jax.tree.leaves(state["opt_state"]) if np.ndim(x) == 0})
+    assert counts(first) == [16] and counts(after) == [32]  # 8 updates x 1 epoch x 2 minibatches
+    assert first_meta["updates_done"] == 8 and after_meta["updates_done"] == 16
+    # A checkpoint from a run with other sizes is refused with the keys to fix.
+    with pytest.raises(StoixConfigError, match="resume with the system.rollout_length"):
+        ff_ppo.run_experiment(config(tmp_path, *run, *load, "system.rollout_length=8"))
     with pytest.raises(StoixConfigError, match="no such directory"):
         ff_ppo.run_experiment(
             config(tmp_path, *load[:1], f"logger.checkpointing.load_path={tmp_path / 'nowhere'}")
         )
+
+
+def test_an_evaluation_finishing_at_once_still_gets_its_checkpoint(tmp_path, monkeypatch):
+    from stoix.systems.ppo.sebulba import ff_ppo
+    from stoix.utils.sebulba import AsyncEvaluator
+
+    submit = AsyncEvaluator.submit
+
+    def submit_then_pause(self, params, step):  # the learner is descheduled after submitting
+        submit(self, params, step)
+        time.sleep(0.5)
+
+    monkeypatch.setattr(AsyncEvaluator, "submit", submit_then_pause)
+    ckpt = tmp_path / "ckpt"
+    ff_ppo.run_experiment(
+        config(
+            tmp_path,
+            "arch.total_timesteps=1024",
+            "arch.absolute_metric=false",
+            "logger.checkpointing.save_model=true",
+            f"logger.checkpointing.save_dir={ckpt}",
+        )
+    )
+    assert sorted(p.name for p in ckpt.iterdir() if p.name.isdigit()) == ["1", "2"]
+
+
+def test_actor_threads_and_evaluations_get_disjoint_environment_seeds():
+    from stoix.systems.ppo.sebulba.ff_ppo import env_seed
+    from stoix.wrappers.envpool import make_envpool_envs
+
+    cfg = compose_config("default/sebulba/default_ff_ppo", ["arch.seed=42"])
+    seeds = [env_seed(cfg, stream) for stream in (0, 1, 1_000_000)]
+    first_obs = [make_envpool_envs("CartPole-v1", 8, seed=s).reset()[0] for s in seeds]
+    rows = {tuple(row) for obs in first_obs for row in obs.round(6)}
+    assert len(rows) == 3 * 8  # pools seeded seed*1000 + i used to share 7 of 8 environments
 
 
 def test_missing_device_is_a_clear_error(tmp_path):

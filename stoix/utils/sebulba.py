@@ -11,6 +11,7 @@ learner. Three rules keep such a run from hanging:
 
 import queue
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -161,6 +162,8 @@ class AsyncEvaluator:
         self._lifetime = lifetime
         self._jobs: queue.Queue = queue.Queue()
         self._results: queue.Queue = queue.Queue()
+        self._submitted = 0
+        self._completed = 0
         self._thread = start_thread("evaluator", self._run, lifetime)
 
     def _run(self) -> None:
@@ -173,13 +176,20 @@ class AsyncEvaluator:
                 return
             params, step = job
             self._results.put((step, params, self._evaluate(params, step)))
+            self._completed += 1
 
     @property
     def thread(self) -> threading.Thread:
         return self._thread
 
     def submit(self, params: Any, step: int) -> None:
+        self._submitted += 1
         self._jobs.put((params, step))
+
+    @property
+    def outstanding(self) -> int:
+        """Submitted evaluations that have not finished."""
+        return self._submitted - self._completed
 
     def ready(self) -> list[tuple[int, Any, Any]]:
         """(step, params, result) of every evaluation finished so far."""
@@ -191,7 +201,15 @@ class AsyncEvaluator:
                 return out
 
     def finish(self, timeout_s: float) -> list[tuple[int, Any, Any]]:
-        """Wait (at most `timeout_s`) for the submitted jobs; returns their results."""
+        """Wait for the submitted jobs, giving each up to `timeout_s` seconds (the clock
+        restarts whenever one finishes); returns the results. Jobs still running after that
+        stay `outstanding`; a failure or stop of the run ends the wait at once."""
         self._jobs.put(self._DONE)
-        self._thread.join(timeout_s)
+        completed, deadline = self._completed, time.monotonic() + timeout_s
+        while self._thread.is_alive() and not self._lifetime.should_stop():
+            if self._completed != completed:
+                completed, deadline = self._completed, time.monotonic() + timeout_s
+            if time.monotonic() > deadline:
+                break
+            self._thread.join(POLL_S)
         return self.ready()

@@ -74,6 +74,15 @@ def specs_of(env: HostVecEnv) -> tuple[Any, Any]:
     return specs.DiscreteArray(int(space.n)), dummy
 
 
+def env_seed(cfg: DictConfig, stream: int) -> int:
+    """Seed of host env pool `stream` (actor thread i: i; evaluations: large ids).
+
+    A pool seeds its environment j with seed + j, so pools seeded seed*1000 + i would share all
+    but one environment; each pool gets its own pseudo-random base instead.
+    """
+    return int(np.random.SeedSequence([int(cfg.arch.seed), stream]).generate_state(1)[0] % 2**30)
+
+
 def actor_thread(
     index: int,
     device: Any,
@@ -86,7 +95,7 @@ def actor_thread(
     num_rollouts: int,
 ) -> None:
     """Collect `num_rollouts` rollouts (fewer if the run stops)."""
-    seed = int(cfg.arch.seed) * 1000 + index
+    seed = env_seed(cfg, index)
     env = make_host_envs(cfg.env, sizes.envs_per_actor, seed)
     key = jax.device_put(jax.random.PRNGKey(seed), device)
     timestep = env.reset()
@@ -277,6 +286,14 @@ def run_experiment(cfg: DictConfig, make_update: Callable = make_update_fn) -> f
         learn_key = jnp.asarray(restored.learner_state["learn_key"])
         best.update(params=restored.best_params, **{"return": float(restored.meta["best_return"])})
         start_update = int(restored.meta["updates_done"])
+        require(
+            int(restored.meta["timesteps"]) == start_update * sizes.steps_per_update
+            and start_update <= sizes.num_updates,
+            f"logger.checkpointing.load_path={ckpt_cfg.load_path}: the checkpoint is from update "
+            f"{start_update} at step {restored.meta['timesteps']}, which does not fit this run "
+            f"({sizes.num_updates} updates of {sizes.steps_per_update} steps); resume with the "
+            "system.rollout_length, arch.total_num_envs and arch.total_timesteps it was saved with.",
+        )
         print(f"Resumed from {ckpt_cfg.load_path} after update {start_update}.", flush=True)
 
     @jax.jit
@@ -349,7 +366,7 @@ def run_experiment(cfg: DictConfig, make_update: Callable = make_update_fn) -> f
             jax.device_put(params_host, eval_device),
             eval_device,
             int(cfg.arch.num_eval_episodes),
-            int(cfg.arch.seed) + step,
+            env_seed(cfg, 1_000_000 + step),
         )
 
     def _log_evaluations(results: list) -> None:
@@ -408,12 +425,10 @@ def run_experiment(cfg: DictConfig, make_update: Callable = make_update_fn) -> f
                     {k: float(np.mean(v)) for k, v in jax.device_get(metrics).items()}, steps, LogEvent.TRAIN
                 )
                 episode_returns = []
-            if is_eval:
-                evaluator.submit(params_host, steps)
-            _log_evaluations(evaluator.ready())
             if is_eval and checkpointer is not None:
                 # Saved when this evaluation's result arrives, so the checkpoint's best
-                # parameters include it (evaluations run behind the learner).
+                # parameters include it (evaluations run behind the learner). Registered
+                # before the evaluation is submitted: it may finish at once.
                 pending_saves[steps] = (
                     update_index + 1,
                     jax.device_get(
@@ -424,8 +439,21 @@ def run_experiment(cfg: DictConfig, make_update: Callable = make_update_fn) -> f
                         }
                     ),
                 )
+            if is_eval:
+                evaluator.submit(params_host, steps)
+            _log_evaluations(evaluator.ready())
         training_done = time.perf_counter()
-        _log_evaluations(evaluator.finish(float(cfg.arch.join_timeout_s) * 6))
+        _log_evaluations(evaluator.finish(float(cfg.arch.eval_timeout_s)))
+        if evaluator.outstanding:
+            print(
+                f"WARNING: {evaluator.outstanding} evaluation(s) did not finish within "
+                f"arch.eval_timeout_s={cfg.arch.eval_timeout_s} s each and were dropped; the final "
+                "metric is the last finished evaluation's.",
+                flush=True,
+            )
+            for step, (updates_done, state) in sorted(pending_saves.items()):
+                meta = {"updates_done": updates_done, "timesteps": step, "best_return": float(best["return"])}
+                checkpointer.save(updates_done // sizes.num_updates_per_eval, state, best["params"], meta)
     finally:
         lifetime.stop()
         for pipeline in pipelines:
@@ -444,7 +472,7 @@ def run_experiment(cfg: DictConfig, make_update: Callable = make_update_fn) -> f
             jax.device_put(best["params"], eval_device),
             eval_device,
             10 * int(cfg.arch.num_eval_episodes),
-            int(cfg.arch.seed) + 1_000_003,
+            env_seed(cfg, 2**31 - 1),
         )
         final, source = (
             float(np.mean(returns)),
