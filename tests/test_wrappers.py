@@ -113,3 +113,13 @@ def test_pendulum_action_spec_is_bounded():
     spec = eval_env.action_spec
     np.testing.assert_allclose(spec.minimum, [-2.0])
     np.testing.assert_allclose(spec.maximum, [2.0])
+
+
+def test_host_environment_on_anakin_points_to_sebulba():
+    from omegaconf import OmegaConf
+
+    from stoix.utils.config import CONFIG_DIR, StoixConfigError
+    from stoix.wrappers import make_env
+
+    with pytest.raises(StoixConfigError, match="run a Sebulba script"):
+        make_env(OmegaConf.load(f"{CONFIG_DIR}/env/envpool/pong.yaml"))

@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax.linen.initializers import orthogonal
 
+from stoix.utils.config import StoixConfigError
+
 ACTIVATIONS = {
     "relu": nn.relu,
     "tanh": nn.tanh,
@@ -20,7 +22,7 @@ ACTIVATIONS = {
 
 def parse_activation(name: str) -> callable:
     if name not in ACTIVATIONS:
-        raise ValueError(f"activation={name!r} is not known; choose one of {sorted(ACTIVATIONS)}.")
+        raise StoixConfigError(f"activation={name!r} is not known; choose one of {sorted(ACTIVATIONS)}.")
     return ACTIVATIONS[name]
 
 
@@ -65,7 +67,7 @@ class CNNTorso(nn.Module):
     @nn.compact
     def __call__(self, x: chex.Array) -> chex.Array:
         if not len(self.channel_sizes) == len(self.kernel_sizes) == len(self.strides):
-            raise ValueError(
+            raise StoixConfigError(
                 "network CNNTorso: channel_sizes, kernel_sizes and strides must have the same "
                 f"length, got {len(self.channel_sizes)}, {len(self.kernel_sizes)}, "
                 f"{len(self.strides)}."

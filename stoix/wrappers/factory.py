@@ -4,6 +4,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from stoix.utils.config import StoixConfigError
 from stoix.wrappers.core import AutoReset, RecordEpisodeMetrics, VmapWrapper
 
 SUITES = ("gymnax",)
@@ -20,7 +21,12 @@ def make_single_env(env_cfg: DictConfig) -> Any:
         if env_cfg.max_episode_steps is not None:
             params = params.replace(max_steps_in_episode=int(env_cfg.max_episode_steps))
         return GymnaxToJumanji(env, params)
-    raise ValueError(f"env.env_name={suite!r} is not supported; choose one of {SUITES}.")
+    if suite in ("envpool", "gymnasium"):
+        raise StoixConfigError(
+            f"env.env_name={suite!r} is a host environment: Anakin compiles JAX environments "
+            f"({', '.join(SUITES)}); run a Sebulba script (stoix/systems/*/sebulba/) for it."
+        )
+    raise StoixConfigError(f"env.env_name={suite!r} is not supported; choose one of {SUITES}.")
 
 
 def make_env(env_cfg: DictConfig) -> tuple[Any, Any]:

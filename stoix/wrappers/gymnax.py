@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from stoix.base_types import Observation
+from stoix.utils.config import StoixConfigError
 from stoix.utils.light_import import import_module_lightly
 
 _jumanji_env = import_module_lightly("jumanji.env", ["jumanji"])
@@ -42,7 +43,7 @@ class GymnaxState(NamedTuple):
 def make_gymnax_env(name: str, **env_kwargs: Any) -> tuple[Any, Any]:
     """Build a gymnax environment and its default parameters from its id."""
     if name not in GYMNAX_ENVIRONMENTS:
-        raise ValueError(
+        raise StoixConfigError(
             f"env.scenario.name={name!r} is not a known gymnax environment; "
             f"choose one of {sorted(GYMNAX_ENVIRONMENTS)}."
         )
