@@ -72,6 +72,7 @@ class FakeAtariPool:
         self.observation_space = spaces.Box(0, 255, (2, 3, 3), np.uint8)
         self.t = np.zeros(num_envs, int)
         self.resets = []
+        self.steps = []
 
     def _frames(self) -> np.ndarray:
         frames = np.zeros((len(self.t), 2, 3, 3), np.uint8)
@@ -85,12 +86,15 @@ class FakeAtariPool:
         frames = self._frames()[env_id]
         return frames, {"env_id": np.asarray(env_id), "lives": np.full(len(env_id), 2)}
 
-    def step(self, actions):
-        self.t += 1
-        lives = np.where(self.t >= 4, 0, np.where(self.t >= 2, 1, 2))
-        terminated = self.t == 4
-        info = {"env_id": np.arange(len(self.t)), "lives": lives}
-        return self._frames(), np.full(len(self.t), 3.0), terminated, np.zeros_like(terminated), info
+    def step(self, actions, env_id=None):
+        ids = np.arange(len(self.t)) if env_id is None else np.asarray(env_id)
+        self.steps.append((list(np.asarray(actions)), list(ids)))
+        self.t[ids] += 1
+        t = self.t[ids]
+        lives = np.where(t >= 4, 0, np.where(t >= 2, 1, 2))
+        terminated = t == 4
+        info = {"env_id": ids, "lives": lives}
+        return self._frames()[ids], np.full(len(ids), 3.0), terminated, np.zeros_like(terminated), info
 
     def close(self):
         pass
@@ -116,6 +120,23 @@ def test_atari_lives_terminate_learning_but_not_the_reported_episode():
     assert steps[3].next_obs.agent_view[0, 0, 0, 0] == 4  # final frame kept
     assert steps[3].observation.agent_view[0, 0, 0, 0] == 0  # new game
     assert steps[3].observation.agent_view.dtype == np.uint8
+
+
+def test_fire_after_a_lost_life_is_pressed_once_and_not_counted_as_a_step():
+    pool = FakeAtariPool(num_envs=2)
+    env = EnvPoolVecEnv(pool, episodic_life=True, reward_clip=True, fire_after_life_loss=True)
+    env.reset()
+    steps = [env.step(np.zeros(2, np.int32)) for _ in range(3)]
+    # Step 2 loses a life: both envs get one FIRE (action 1) of their own, then play on.
+    assert pool.steps[2] == ([1, 1], [0, 1])
+    assert steps[1].last.all() and (steps[1].discount == 0).all()
+    assert steps[1].observation.agent_view[0, 0, 0, 0] == 3  # after the FIRE press
+    assert steps[1].next_obs.agent_view[0, 0, 0, 0] == 2  # the frame where the life was lost
+    # The game ends on the third agent step (t=4 counting the press); its score counts the press.
+    np.testing.assert_array_equal(steps[2].episode_metrics.is_terminal_step, True)
+    np.testing.assert_array_equal(steps[2].episode_metrics.episode_return, 4 * 3.0)
+    np.testing.assert_array_equal(steps[2].episode_metrics.episode_length, 3)
+    np.testing.assert_array_equal([s.reward for s in steps], np.ones((3, 2)))
 
 
 def test_without_episodic_life_a_lost_life_is_an_ordinary_step():

@@ -8,7 +8,9 @@ observation becomes `next_obs` and the reset one the observation to act on.
 Atari: envpool's own `episodic_life` and `reward_clip` are switched off and done here instead,
 because an explicit reset after a lost life restarts the whole game in envpool. With
 `wrapper.episodic_life`, losing a life is a termination for learning (discount 0, `last`) but
-the game goes on, and the episode return counts the unclipped score of the whole game.
+the game goes on, and the episode return counts the unclipped score of the whole game. With
+`wrapper.fire_after_life_loss` (games that need FIRE to serve, e.g. Breakout) the wrapper then
+presses FIRE once, as envpool's own soft reset would.
 Observations stay uint8 (the torsos scale integer images to [0, 1]) and are turned from
 envpool's (C, H, W) into the (H, W, C) the convolutions expect.
 """
@@ -65,13 +67,29 @@ def make_envpool_envs(task_id: str, num_envs: int, seed: int, **kwargs: Any) -> 
         raise StoixConfigError(f"env=envpool/{task_id}: bad env.kwargs {kwargs}: {e}") from None
 
 
-class EnvPoolVecEnv(HostVecEnv):
-    """Same-step resets, episodic life and reward clipping over an envpool (`make_envpool_envs`)."""
+FIRE = 1  # in ALE's minimal action sets, FIRE is action 1 wherever the game has it
 
-    def __init__(self, envs: Any, episodic_life: bool = False, reward_clip: bool = False):
+
+class EnvPoolVecEnv(HostVecEnv):
+    """Same-step resets, episodic life and reward clipping over an envpool (`make_envpool_envs`).
+
+    `fire_after_life_loss` (Atari games that need FIRE to serve or launch, e.g. Breakout):
+    after a lost life the wrapper presses FIRE once for that environment, as envpool's and
+    the usual Atari preprocessing's soft reset does; that press is not an agent step, and its
+    score counts in the game's return.
+    """
+
+    def __init__(
+        self,
+        envs: Any,
+        episodic_life: bool = False,
+        reward_clip: bool = False,
+        fire_after_life_loss: bool = False,
+    ):
         self._envs = envs
         self._episodic_life = bool(episodic_life)
         self._reward_clip = bool(reward_clip)
+        self._fire_after_life_loss = bool(fire_after_life_loss)
         self.num_envs = int(envs.spec.config.num_envs)
         self.single_action_space = envs.action_space
         space = envs.observation_space
@@ -102,20 +120,33 @@ class EnvPoolVecEnv(HostVecEnv):
         score = np.asarray(reward, np.float32)
         episode_over = np.logical_or(terminated, truncated)
         terminated = np.asarray(terminated, bool)
-        if self._episodic_life and "lives" in info:
+        lost_life = np.zeros(self.num_envs, bool)
+        if "lives" in info:
             lives = np.asarray(info["lives"], np.int32)
             lost_life = lives < self._lives
             self._lives = lives.copy()
+        if self._episodic_life:
             terminated = np.logical_or(terminated, lost_life)
         last = np.logical_or(terminated, truncated)
-        reward = np.sign(score) if self._reward_clip else score
+        reward = np.sign(score) if self._reward_clip else score.copy()
         next_view = obs = self._view(obs)
+        resume = np.flatnonzero(lost_life & ~episode_over).astype(np.int32)
+        if self._fire_after_life_loss and resume.size:
+            fire_obs, fire_score, fire_term, fire_trunc, fire_info = self._envs.step(
+                np.full(resume.size, FIRE, np.int32), resume
+            )
+            order = np.asarray(fire_info["env_id"])
+            obs = next_view.copy()
+            obs[order] = self._view(fire_obs)
+            score[order] += np.asarray(fire_score, np.float32)
+            self._lives[order] = np.asarray(fire_info["lives"], np.int32)
+            episode_over[order] |= np.logical_or(fire_term, fire_trunc)  # rare: the press ended it
         if np.any(episode_over):
             # Same-step reset of the environments whose episode (game) is over.
             ended = np.flatnonzero(episode_over).astype(np.int32)
             reset_obs, reset_info = self._envs.reset(ended)
             order = np.asarray(reset_info["env_id"])
-            obs = next_view.copy()
+            obs = obs.copy() if obs is next_view else obs
             obs[order] = self._view(reset_obs)
             if "lives" in reset_info:
                 self._lives[order] = np.asarray(reset_info["lives"], np.int32)
