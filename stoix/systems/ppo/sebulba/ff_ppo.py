@@ -284,7 +284,7 @@ def run_experiment(cfg: DictConfig, make_update: Callable = make_update_fn) -> f
         restored = restore(ckpt_cfg.load_path, ckpt_cfg.load_step, like, best["params"])
         params, opt_state = restored.learner_state["params"], restored.learner_state["opt_state"]
         learn_key = jnp.asarray(restored.learner_state["learn_key"])
-        best.update(params=restored.best_params, **{"return": float(restored.meta["best_return"])})
+        best["params"], best["return"] = restored.best_params, float(restored.meta["best_return"])
         start_update = int(restored.meta["updates_done"])
         require(
             int(restored.meta["timesteps"]) == start_update * sizes.steps_per_update
@@ -320,9 +320,10 @@ def run_experiment(cfg: DictConfig, make_update: Callable = make_update_fn) -> f
     # One copy per learner device, placed by a pmap over the same axis name so that it is laid
     # out exactly like the update's outputs (otherwise the second update compiles again).
     place = jax.pmap(lambda tree: tree, axis_name="device", devices=learner_devices)
-    replicate = lambda tree: place(
-        jax.tree.map(lambda x: np.stack([np.asarray(x)] * len(learner_devices)), tree)
-    )  # noqa: E731
+
+    def replicate(tree: Any) -> Any:
+        return place(jax.tree.map(lambda x: np.stack([np.asarray(x)] * len(learner_devices)), tree))
+
     params_r, opt_state_r = replicate(params), replicate(opt_state)
     eval_device = devices[int(cfg.arch.evaluator_device_id)]
 
