@@ -25,10 +25,10 @@ test-learning: install
 	$(VENV_PY) -m pytest -m learning -p no:xdist -q -s
 
 benchmark: install
-	$(VENV_PY) -m stoix.utils.benchmark
+	$(VENV_PY) -m stoix.benchmarks.anakin
 
 benchmark-sebulba: install
-	$(VENV_PY) -m stoix.utils.benchmark_sebulba
+	$(VENV_PY) -m stoix.benchmarks.sebulba
 
 lint: install
 	$(VENV_PY) -m ruff check stoix tests launcher.py

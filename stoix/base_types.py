@@ -13,6 +13,13 @@ OptState = Any
 Metrics = dict[str, chex.Array]
 
 
+class ActorCriticParams(NamedTuple):
+    """Parameters of a separate actor and critic (PPO, IMPALA, ...)."""
+
+    actor: Params
+    critic: Params
+
+
 class Observation(NamedTuple):
     """What every network sees.
 

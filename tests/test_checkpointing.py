@@ -6,9 +6,9 @@ import jax
 import numpy as np
 import pytest
 
+from stoix.architectures.anakin import run_experiment
 from stoix.utils.checkpointing import Checkpointer, restore
 from stoix.utils.config import StoixConfigError, compose_config
-from stoix.utils.experiment import run_experiment
 
 
 def state_like():

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from conftest import TINY_ARCH, TINY_SYSTEM
 
+from stoix.architectures.anakin import run_experiment
 from stoix.base_types import Observation
 from stoix.systems.q_learning import ff_dqn
 from stoix.utils.config import StoixConfigError, compose_config
-from stoix.utils.experiment import run_experiment
 
 
 def linear_q(params, obs):

@@ -6,8 +6,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from stoix.utils.config import CONFIG_DIR, StoixConfigError
+from stoix.wrappers import make_host_envs
 from stoix.wrappers.envpool import EnvPoolVecEnv, make_envpool_envs
-from stoix.wrappers.host import make_host_envs
 
 
 def test_truncation_keeps_discount_one_and_the_final_observation():
@@ -183,3 +183,25 @@ def test_envpool_errors_are_clear():
         make_envpool_envs("Pong-v5", 1, seed=0, episodic_life=True)
     with pytest.raises(StoixConfigError, match="bad env.kwargs"):
         make_envpool_envs("CartPole-v1", 1, seed=0, not_an_option=3)
+
+
+def test_user_code_reaches_envpool_through_the_registry_not_a_plain_import():
+    # The README's environment section: `import envpool` fails in this install (MuJoCo assets
+    # dropped), `envpool_registry()` gives envpool's own API. Fresh processes, so neither path
+    # depends on what this test process imported before.
+    import subprocess
+    import sys
+
+    plain = subprocess.run([sys.executable, "-c", "import envpool"], capture_output=True, text=True)
+    assert plain.returncode != 0 and "FileNotFoundError" in plain.stderr
+    supported = (
+        "from stoix.wrappers.envpool import envpool_registry\n"
+        "envpool = envpool_registry()\n"
+        "assert 'Pong-v5' in envpool.list_all_envs() and 'CartPole-v1' in envpool.list_all_envs()\n"
+        "pool = envpool.make_gymnasium('Pong-v5', num_envs=2)\n"
+        "obs, _ = pool.reset()\n"
+        "print(obs.shape)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", supported], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "(2, 4, 84, 84)"

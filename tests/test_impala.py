@@ -78,12 +78,12 @@ TINY = [
 
 
 def test_tiny_asynchronous_run(tmp_path):
+    from stoix.architectures.sebulba import run_experiment
     from stoix.systems.impala.sebulba import ff_impala
-    from stoix.systems.ppo.sebulba import ff_ppo
 
     cfg = compose_config("default/sebulba/default_ff_impala", [*TINY, f"logger.base_exp_path={tmp_path}"])
     assert cfg.arch.synchronous is False
-    metric = ff_ppo.run_experiment(cfg, ff_impala.make_update_fn)
+    metric = run_experiment(cfg, ff_impala.learner_setup)
     assert 0.0 < metric <= 50.0
 
 
@@ -105,10 +105,10 @@ def test_roles_split_over_three_devices(tmp_path):
 def test_impala_learns_envpool_cartpole(tmp_path):
     # python stoix/systems/impala/sebulba/ff_impala.py  (env=envpool/cartpole by default;
     # 3e5 requested, 296,960 run)
+    from stoix.architectures.sebulba import run_experiment
     from stoix.systems.impala.sebulba import ff_impala
-    from stoix.systems.ppo.sebulba import ff_ppo
 
     cfg = compose_config("default/sebulba/default_ff_impala", [f"logger.base_exp_path={tmp_path}"])
     assert cfg.env.env_name == "envpool" and cfg.env.scenario.name == "CartPole-v1"
     assert int(cfg.arch.total_timesteps) <= 300_000
-    assert ff_ppo.run_experiment(cfg, ff_impala.make_update_fn) >= 195.0
+    assert run_experiment(cfg, ff_impala.learner_setup) >= 195.0

@@ -8,8 +8,8 @@ policy scores about 22 on CartPole-v1 and about -1200 on Pendulum-v1.
 
 import pytest
 
+from stoix.architectures.anakin import run_experiment
 from stoix.utils.config import compose_config
-from stoix.utils.experiment import run_experiment
 
 pytestmark = pytest.mark.learning
 

@@ -8,8 +8,15 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from stoix.architectures.sebulba_threads import (
+    Lifetime,
+    ParamsServer,
+    Pipeline,
+    ThreadFailed,
+    join_all,
+    start_thread,
+)
 from stoix.utils.config import StoixConfigError
-from stoix.utils.sebulba import Lifetime, ParamsServer, Pipeline, ThreadFailed, join_all, start_thread
 from stoix.wrappers.gymnasium import GymnasiumVecEnv, make_gymnasium_envs
 
 pytestmark = pytest.mark.timeout(60)
@@ -111,7 +118,7 @@ def test_missing_optional_package_is_a_clear_error(monkeypatch):
 
 
 def test_async_evaluator_returns_results_in_order_and_reports_failures():
-    from stoix.utils.sebulba import AsyncEvaluator
+    from stoix.architectures.sebulba_threads import AsyncEvaluator
 
     lifetime = Lifetime()
     evaluator = AsyncEvaluator(lambda params, step: (time.sleep(0.05), params * 10)[1], lifetime)
@@ -129,7 +136,7 @@ def test_async_evaluator_returns_results_in_order_and_reports_failures():
 
 
 def test_async_evaluator_finish_gives_each_job_its_own_timeout():
-    from stoix.utils.sebulba import AsyncEvaluator
+    from stoix.architectures.sebulba_threads import AsyncEvaluator
 
     evaluator = AsyncEvaluator(lambda params, step: (time.sleep(0.3), params)[1], Lifetime())
     for step in range(3):

@@ -5,8 +5,9 @@ import time
 import pytest
 from conftest import run_script
 
+from stoix.architectures.sebulba import run_experiment
+from stoix.architectures.sebulba_threads import ThreadFailed
 from stoix.utils.config import StoixConfigError, compose_config
-from stoix.utils.sebulba import ThreadFailed
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -25,6 +26,12 @@ TINY = [
 SCRIPT = "stoix/systems/ppo/sebulba/ff_ppo.py"
 
 
+def run_ppo(cfg):
+    from stoix.systems.ppo.sebulba import ff_ppo
+
+    return run_experiment(cfg, ff_ppo.learner_setup)
+
+
 def config(tmp_path, *overrides):
     return compose_config(
         "default/sebulba/default_ff_ppo", [*TINY, f"logger.base_exp_path={tmp_path}", *overrides]
@@ -32,16 +39,14 @@ def config(tmp_path, *overrides):
 
 
 def test_tiny_run_on_one_device_with_two_actor_threads(tmp_path):
-    from stoix.systems.ppo.sebulba import ff_ppo
 
-    metric = ff_ppo.run_experiment(config(tmp_path, "arch.actor.actor_per_device=2"))
+    metric = run_ppo(config(tmp_path, "arch.actor.actor_per_device=2"))
     assert 0.0 < metric <= 50.0  # returns are capped by eval_step_cap=50
 
 
 def test_tiny_run_on_envpool_cartpole(tmp_path):
-    from stoix.systems.ppo.sebulba import ff_ppo
 
-    metric = ff_ppo.run_experiment(config(tmp_path, "env=envpool/cartpole"))
+    metric = run_ppo(config(tmp_path, "env=envpool/cartpole"))
     assert 0.0 < metric <= 50.0
 
 
@@ -84,7 +89,6 @@ def test_two_learner_devices_split_the_batch(tmp_path):
 
 
 def test_an_actor_exception_ends_the_run_with_that_error_within_seconds(tmp_path, monkeypatch):
-    from stoix.systems.ppo.sebulba import ff_ppo
     from stoix.wrappers.gymnasium import GymnasiumVecEnv
 
     calls = {"n": 0}
@@ -99,7 +103,7 @@ def test_an_actor_exception_ends_the_run_with_that_error_within_seconds(tmp_path
     monkeypatch.setattr(GymnasiumVecEnv, "step", exploding_step)
     start = time.perf_counter()
     with pytest.raises(ThreadFailed, match="simulator crashed"):
-        ff_ppo.run_experiment(config(tmp_path, "arch.total_timesteps=100000"))
+        run_ppo(config(tmp_path, "arch.total_timesteps=100000"))
     assert time.perf_counter() - start < 60
 
 
@@ -141,7 +145,6 @@ def test_ctrl_c_stops_every_thread_and_exits_with_one_line(tmp_path):
 
 
 def test_checkpoints_resume_parameters_and_best_parameters(tmp_path, capsys):
-    from stoix.systems.ppo.sebulba import ff_ppo
 
     ckpt = tmp_path / "ckpt"
     run = [
@@ -149,7 +152,7 @@ def test_checkpoints_resume_parameters_and_best_parameters(tmp_path, capsys):
         "logger.use_console=true",
         "logger.checkpointing.max_to_keep=5",
     ]
-    full = ff_ppo.run_experiment(
+    full = run_ppo(
         config(
             tmp_path, *run, "logger.checkpointing.save_model=true", f"logger.checkpointing.save_dir={ckpt}"
         )
@@ -159,10 +162,10 @@ def test_checkpoints_resume_parameters_and_best_parameters(tmp_path, capsys):
     # From the last checkpoint nothing is left to train, and the absolute metric re-evaluates
     # the restored best parameters with the same seed: the same number.
     capsys.readouterr()
-    assert ff_ppo.run_experiment(config(tmp_path, *run, *load)) == full
+    assert run_ppo(config(tmp_path, *run, *load)) == full
     assert "nothing left to train" in capsys.readouterr().out
     # From the first, only the second half runs.
-    ff_ppo.run_experiment(config(tmp_path, *run, *load, "logger.checkpointing.load_step=1"))
+    run_ppo(config(tmp_path, *run, *load, "logger.checkpointing.load_step=1"))
     out = capsys.readouterr().out
     assert "Resumed from" in out and "after update 8." in out
     assert out.count("EVAL     step") == 1 and "EVAL     step      1,024" in out
@@ -170,7 +173,7 @@ def test_checkpoints_resume_parameters_and_best_parameters(tmp_path, capsys):
     # parameters saved after the resumed half equal the loaded ones, while the optimiser's
     # step count goes on from the checkpoint's.
     frozen = tmp_path / "frozen"
-    ff_ppo.run_experiment(
+    run_ppo(
         config(
             tmp_path,
             *run,
@@ -199,16 +202,13 @@ def test_checkpoints_resume_parameters_and_best_parameters(tmp_path, capsys):
     assert first_meta["updates_done"] == 8 and after_meta["updates_done"] == 16
     # A checkpoint from a run with other sizes is refused with the keys to fix.
     with pytest.raises(StoixConfigError, match="resume with the system.rollout_length"):
-        ff_ppo.run_experiment(config(tmp_path, *run, *load, "system.rollout_length=8"))
+        run_ppo(config(tmp_path, *run, *load, "system.rollout_length=8"))
     with pytest.raises(StoixConfigError, match="no such directory"):
-        ff_ppo.run_experiment(
-            config(tmp_path, *load[:1], f"logger.checkpointing.load_path={tmp_path / 'nowhere'}")
-        )
+        run_ppo(config(tmp_path, *load[:1], f"logger.checkpointing.load_path={tmp_path / 'nowhere'}"))
 
 
 def test_an_evaluation_finishing_at_once_still_gets_its_checkpoint(tmp_path, monkeypatch):
-    from stoix.systems.ppo.sebulba import ff_ppo
-    from stoix.utils.sebulba import AsyncEvaluator
+    from stoix.architectures.sebulba_threads import AsyncEvaluator
 
     submit = AsyncEvaluator.submit
 
@@ -218,7 +218,7 @@ def test_an_evaluation_finishing_at_once_still_gets_its_checkpoint(tmp_path, mon
 
     monkeypatch.setattr(AsyncEvaluator, "submit", submit_then_pause)
     ckpt = tmp_path / "ckpt"
-    ff_ppo.run_experiment(
+    run_ppo(
         config(
             tmp_path,
             "arch.total_timesteps=1024",
@@ -231,7 +231,7 @@ def test_an_evaluation_finishing_at_once_still_gets_its_checkpoint(tmp_path, mon
 
 
 def test_actor_threads_and_evaluations_get_disjoint_environment_seeds():
-    from stoix.systems.ppo.sebulba.ff_ppo import env_seed
+    from stoix.architectures.sebulba import env_seed
     from stoix.wrappers.envpool import make_envpool_envs
 
     cfg = compose_config("default/sebulba/default_ff_ppo", ["arch.seed=42"])
@@ -242,33 +242,29 @@ def test_actor_threads_and_evaluations_get_disjoint_environment_seeds():
 
 
 def test_missing_device_is_a_clear_error(tmp_path):
-    from stoix.systems.ppo.sebulba import ff_ppo
 
     with pytest.raises(
         StoixConfigError, match=r"arch.learner.device_ids has 3, which does not exist; devices present: \[0\]"
     ):
-        ff_ppo.run_experiment(config(tmp_path, "arch.learner.device_ids=[3]"))
+        run_ppo(config(tmp_path, "arch.learner.device_ids=[3]"))
 
 
 def test_image_env_with_an_mlp_is_a_clear_error(tmp_path):
-    from stoix.systems.ppo.sebulba import ff_ppo
 
     with pytest.raises(StoixConfigError, match="env=envpool/pong gives images shaped"):
-        ff_ppo.run_experiment(config(tmp_path, "env=envpool/pong"))
+        run_ppo(config(tmp_path, "env=envpool/pong"))
 
 
 def test_anakin_env_is_rejected_with_a_hint(tmp_path):
-    from stoix.systems.ppo.sebulba import ff_ppo
 
     with pytest.raises(StoixConfigError, match="use env=gymnasium/"):
-        ff_ppo.run_experiment(config(tmp_path, "env=gymnax/cartpole"))
+        run_ppo(config(tmp_path, "env=gymnax/cartpole"))
 
 
 @pytest.mark.learning
 def test_sebulba_ppo_learns_gymnasium_cartpole(tmp_path):
     # python stoix/systems/ppo/sebulba/ff_ppo.py  (3e5 requested, 286,720 run)
-    from stoix.systems.ppo.sebulba import ff_ppo
 
     cfg = compose_config("default/sebulba/default_ff_ppo", [f"logger.base_exp_path={tmp_path}"])
     assert int(cfg.arch.total_timesteps) <= 300_000
-    assert ff_ppo.run_experiment(cfg) >= 400.0
+    assert run_ppo(cfg) >= 400.0

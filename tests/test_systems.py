@@ -8,8 +8,8 @@ import pytest
 from conftest import anakin_script, tiny_for
 from omegaconf import OmegaConf
 
+from stoix.architectures.anakin import run_experiment
 from stoix.utils.config import CONFIG_DIR, REPO_ROOT, StoixConfigError, compose_config
-from stoix.utils.experiment import run_experiment
 
 ENTRY_CONFIGS = sorted(p.stem for p in (Path(CONFIG_DIR) / "default" / "anakin").glob("*.yaml"))
 

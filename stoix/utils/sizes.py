@@ -185,6 +185,11 @@ class SebulbaSizes:
     requested_timesteps: int
     num_learner_devices: int
 
+    @property
+    def batch_per_learner_device(self) -> int:
+        """Environment steps of one update that each learner device trains on."""
+        return self.steps_per_update // self.num_learner_devices
+
     def describe(self) -> str:
         rows = [
             ("actor threads x envs", f"{self.num_actor_threads} x {self.envs_per_actor}"),

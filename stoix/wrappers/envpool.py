@@ -32,7 +32,11 @@ warnings.filterwarnings("ignore", message=".*precision lowered by casting", cate
 _SUITES = ("classic_control", "atari", "box2d", "toy_text")
 
 
-def _registry() -> Any:
+def envpool_registry() -> Any:
+    """envpool's registration module with the classic-control, Atari, Box2D and toy-text suites
+    registered: the supported way to reach envpool from user code in this install, where a
+    plain `import envpool` fails (its `__init__` needs the dropped MuJoCo assets). It offers
+    envpool's own `make`, `make_gymnasium`, `make_dm`, `make_spec` and `list_all_envs`."""
     try:
         registration = import_module_lightly("envpool.registration", ["envpool"])
     except ModuleNotFoundError:
@@ -46,7 +50,7 @@ def _registry() -> Any:
 
 def make_envpool_envs(task_id: str, num_envs: int, seed: int, **kwargs: Any) -> Any:
     """A synchronous envpool of `num_envs` copies of `task_id` (gymnasium API)."""
-    registration = _registry()
+    registration = envpool_registry()
     if task_id not in registration.registry.specs:
         known = sorted(registration.registry.specs)
         raise StoixConfigError(

@@ -1,4 +1,9 @@
-"""Build the training and evaluation environments named by `cfg.env`."""
+"""Build the environments named by `cfg.env`: JAX ones for Anakin (`make_env`), host ones for
+Sebulba (`make_host_envs`).
+
+The adapters (gymnax.py, host.py with envpool.py and gymnasium.py) import nothing back from
+here; suites are imported only when asked for, so a gymnax run never pays for envpool.
+"""
 
 from typing import Any
 
@@ -6,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from stoix.utils.config import StoixConfigError
 from stoix.wrappers.core import AutoReset, RecordEpisodeMetrics, VmapWrapper
+from stoix.wrappers.host import HostVecEnv
 
 SUITES = ("gymnax",)
 
@@ -36,3 +42,22 @@ def make_env(env_cfg: DictConfig) -> tuple[Any, Any]:
     train_env = VmapWrapper(AutoReset(RecordEpisodeMetrics(make_single_env(env_cfg))))
     eval_env = make_single_env(env_cfg)
     return train_env, eval_env
+
+
+def make_host_envs(env_cfg: DictConfig, num_envs: int, seed: int) -> HostVecEnv:
+    """`num_envs` environments of `env_cfg` (a `configs/env/gymnasium|envpool` entry)."""
+    kwargs = dict(env_cfg.get("kwargs") or {})
+    name = env_cfg.scenario.name
+    if env_cfg.env_name == "gymnasium":
+        from stoix.wrappers.gymnasium import GymnasiumVecEnv, make_gymnasium_envs
+
+        return GymnasiumVecEnv(make_gymnasium_envs(name, num_envs, seed, **kwargs), seed)
+    if env_cfg.env_name == "envpool":
+        from stoix.wrappers.envpool import EnvPoolVecEnv, make_envpool_envs
+
+        wrapper_cfg = dict(env_cfg.get("wrapper") or {})
+        return EnvPoolVecEnv(make_envpool_envs(name, num_envs, seed, **kwargs), **wrapper_cfg)
+    raise StoixConfigError(
+        f"env.env_name={env_cfg.env_name!r}: Sebulba systems step host environments; "
+        "use env=gymnasium/... or env=envpool/..."
+    )

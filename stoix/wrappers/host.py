@@ -13,10 +13,8 @@ step an episode finished. `make_host_envs` picks the backend from `env.env_name`
 from typing import Any, NamedTuple
 
 import numpy as np
-from omegaconf import DictConfig
 
 from stoix.base_types import EpisodeMetrics, Observation
-from stoix.utils.config import StoixConfigError
 
 
 class HostTimeStep(NamedTuple):
@@ -94,22 +92,3 @@ class HostVecEnv:
 
     def close(self) -> None:
         pass
-
-
-def make_host_envs(env_cfg: DictConfig, num_envs: int, seed: int) -> HostVecEnv:
-    """`num_envs` environments of `env_cfg` (a `configs/env/gymnasium|envpool` entry)."""
-    kwargs = dict(env_cfg.get("kwargs") or {})
-    name = env_cfg.scenario.name
-    if env_cfg.env_name == "gymnasium":
-        from stoix.wrappers.gymnasium import GymnasiumVecEnv, make_gymnasium_envs
-
-        return GymnasiumVecEnv(make_gymnasium_envs(name, num_envs, seed, **kwargs), seed)
-    if env_cfg.env_name == "envpool":
-        from stoix.wrappers.envpool import EnvPoolVecEnv, make_envpool_envs
-
-        wrapper_cfg = dict(env_cfg.get("wrapper") or {})
-        return EnvPoolVecEnv(make_envpool_envs(name, num_envs, seed, **kwargs), **wrapper_cfg)
-    raise StoixConfigError(
-        f"env.env_name={env_cfg.env_name!r}: Sebulba systems step host environments; "
-        "use env=gymnasium/... or env=envpool/..."
-    )

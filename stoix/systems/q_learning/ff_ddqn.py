@@ -18,9 +18,9 @@ import jax.numpy as jnp
 import rlax
 from omegaconf import DictConfig
 
+from stoix.architectures.anakin import run_from_cli
 from stoix.systems.q_learning import ff_dqn
 from stoix.utils.config import CONFIG_DIR
-from stoix.utils.experiment import run_from_cli
 from stoix.utils.multistep import n_step_bootstrap
 
 

@@ -22,10 +22,10 @@ import optax
 import rlax
 from omegaconf import DictConfig
 
+from stoix.architectures.anakin import init_learner_state, run_from_cli
 from stoix.base_types import ActorApply, ExperimentOutput, Observation, SystemSetup
 from stoix.networks.base import make_actor
 from stoix.utils.config import CONFIG_DIR, require
-from stoix.utils.experiment import init_learner_state, run_from_cli
 from stoix.utils.sizes import AnakinSizes
 
 

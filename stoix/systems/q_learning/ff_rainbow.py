@@ -26,6 +26,7 @@ import optax
 import rlax
 from omegaconf import DictConfig
 
+from stoix.architectures.anakin import init_learner_state, run_from_cli
 from stoix.base_types import ActorApply, ExperimentOutput, Observation, SystemSetup
 from stoix.networks.base import make_actor
 from stoix.systems.q_learning.ff_dqn import (
@@ -37,7 +38,6 @@ from stoix.systems.q_learning.ff_dqn import (
     warm_up,
 )
 from stoix.utils.config import CONFIG_DIR, require
-from stoix.utils.experiment import init_learner_state, run_from_cli
 from stoix.utils.multistep import n_step_bootstrap
 from stoix.utils.sizes import AnakinSizes, replay_sizes
 

@@ -3,8 +3,9 @@
 Actors act with whatever parameters they last received (`arch.synchronous=false` by default),
 so their rollouts come from a lagged behaviour policy; the learner corrects for the lag with
 V-trace (rlax.vtrace) and takes one gradient step per batch of rollouts. The actor threads,
-pipelines, evaluation and run loop are the Sebulba PPO file's (ppo/sebulba/ff_ppo.py); what
-changes is the learner step below.
+pipelines, evaluation and run loop are the Sebulba architecture's
+(stoix/architectures/sebulba.py); this file holds what an actor records, the V-trace learner
+step and the setup.
 
 Truncation: rlax's V-trace targets use v_t, the value of the true next observation, and the
 trace is cut where an episode ends (lambda_t = 0); the policy-gradient target is computed
@@ -16,20 +17,50 @@ the next episode's first state.
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import chex
 import hydra
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import rlax
 from omegaconf import DictConfig
 
-from stoix.systems.ppo.anakin.ff_ppo import ActorCriticParams
-from stoix.systems.ppo.sebulba import ff_ppo as sebulba_ppo
-from stoix.systems.ppo.sebulba.ff_ppo import Trajectory
-from stoix.utils.config import CONFIG_DIR, exit_on_config_error
+from stoix.architectures.sebulba import SebulbaSystem, run_from_cli
+from stoix.base_types import ActorCriticParams, Observation
+from stoix.networks.base import make_actor, make_critic
+from stoix.utils.config import CONFIG_DIR
+from stoix.utils.sizes import SebulbaSizes
+from stoix.wrappers.host import HostTimeStep
+
+
+class Trajectory(NamedTuple):
+    """Host arrays shaped (rollout_length, envs, ...)."""
+
+    obs: Observation
+    action: np.ndarray
+    log_prob: np.ndarray  # the behaviour policy's, for V-trace's importance ratios
+    reward: np.ndarray
+    discount: np.ndarray  # 0 on termination, 1 otherwise (truncation included)
+    done: np.ndarray  # the episode ended here, terminated or truncated
+    next_obs: Observation  # true next observation (the final one when the episode ended)
+
+
+def record(
+    obs: Observation, action: np.ndarray, log_prob: np.ndarray, next_timestep: HostTimeStep
+) -> Trajectory:
+    """One actor step, as the learner needs it."""
+    return Trajectory(
+        obs=obs,
+        action=action,
+        log_prob=log_prob,
+        reward=next_timestep.reward,
+        discount=next_timestep.discount,
+        done=next_timestep.last,
+        next_obs=next_timestep.next_obs,
+    )
 
 
 def vtrace_targets(
@@ -83,7 +114,7 @@ def impala_loss(
     return loss, metrics
 
 
-def make_update_fn(actor: Any, critic: Any, optimizer: Any, cfg: DictConfig, batch_size: int) -> Callable:
+def make_update_fn(actor: Any, critic: Any, optimizer: Any, cfg: DictConfig) -> Callable:
     """One V-trace gradient step on a learner device's share of the rollouts (pmapped)."""
     sys_cfg = cfg.system
     loss_fn = functools.partial(
@@ -107,9 +138,46 @@ def make_update_fn(actor: Any, critic: Any, optimizer: Any, cfg: DictConfig, bat
     return update
 
 
+def learner_setup(
+    cfg: DictConfig, sizes: SebulbaSizes, action_spec: Any, dummy_obs: Observation, key: chex.PRNGKey
+) -> SebulbaSystem:
+    """Build the actor, critic and optimiser (one gradient step per update), and say how
+    actors act: they sample and record the behaviour policy's log-probability."""
+    sys_cfg = cfg.system
+    actor = make_actor(cfg.network.actor_network, action_spec)
+    critic = make_critic(cfg.network.critic_network)
+    learning_rate = (
+        optax.linear_schedule(float(sys_cfg.learning_rate), 0.0, sizes.num_updates)
+        if sys_cfg.decay_learning_rates
+        else float(sys_cfg.learning_rate)
+    )
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(float(sys_cfg.max_grad_norm)), optax.adam(learning_rate, eps=1e-5)
+    )
+    actor_key, critic_key, learn_key = jax.random.split(key, 3)
+    params = ActorCriticParams(actor.init(actor_key, dummy_obs), critic.init(critic_key, dummy_obs))
+    greedy = bool(cfg.arch.evaluation_greedy)
+
+    def _act(params: ActorCriticParams, observation: Observation, key: chex.PRNGKey, greedy: bool) -> tuple:
+        key, policy_key = jax.random.split(key)
+        pi = actor.apply(params.actor, observation)
+        action = pi.mode() if greedy else pi.sample(seed=policy_key)
+        return action, pi.log_prob(action), key
+
+    return SebulbaSystem(
+        params=params,
+        opt_state=optimizer.init(params),
+        learn_key=learn_key,
+        act=jax.jit(functools.partial(_act, greedy=False)),
+        act_eval=jax.jit(functools.partial(_act, greedy=greedy)),
+        record=record,
+        update=make_update_fn(actor, critic, optimizer, cfg),
+    )
+
+
 @hydra.main(config_path=CONFIG_DIR, config_name="default/sebulba/default_ff_impala", version_base="1.3")
 def hydra_entry_point(cfg: DictConfig) -> float:
-    return exit_on_config_error(sebulba_ppo.run_experiment, cfg, make_update_fn)
+    return run_from_cli(cfg, learner_setup)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,10 @@ import optax
 import rlax
 from omegaconf import DictConfig
 
-from stoix.base_types import ActorApply, ExperimentOutput, Observation, SystemSetup
+from stoix.architectures.anakin import init_learner_state, run_from_cli
+from stoix.base_types import ActorApply, ActorCriticParams, ExperimentOutput, Observation, SystemSetup
 from stoix.networks.base import make_actor, make_critic
 from stoix.utils.config import CONFIG_DIR, require
-from stoix.utils.experiment import init_learner_state, run_from_cli
 from stoix.utils.multistep import truncated_gae
 from stoix.utils.running_statistics import (
     RunningStatistics,
@@ -35,11 +35,6 @@ from stoix.utils.running_statistics import (
     update_statistics,
 )
 from stoix.utils.sizes import AnakinSizes
-
-
-class ActorCriticParams(NamedTuple):
-    actor: Any
-    critic: Any
 
 
 class LearnerState(NamedTuple):

@@ -11,9 +11,9 @@ action is legal. Copy ff_ppo.py, not this file, to change the algorithm.
 import hydra
 from omegaconf import DictConfig
 
+from stoix.architectures.anakin import run_from_cli
 from stoix.systems.ppo.anakin.ff_ppo import learner_setup
 from stoix.utils.config import CONFIG_DIR
-from stoix.utils.experiment import run_from_cli
 
 
 @hydra.main(

@@ -1,4 +1,4 @@
-"""Anakin speed benchmark: `make benchmark` (python -m stoix.utils.benchmark).
+"""Anakin speed benchmark: `make benchmark` (python -m stoix.benchmarks.anakin).
 
 Prints, from one run on this machine:
   (a) pure gymnax CartPole-v1 stepping with random actions in a jitted scan (steps/s), at the
@@ -8,7 +8,7 @@ Prints, from one run on this machine:
       config A: 4 envs x 128 steps, 4 epochs, 4 minibatches, 64x64 tanh MLP, 5e5 steps;
       config B: 256 envs x 128 steps, 4 epochs, 8 minibatches, 256x256 relu MLP, 5e5 steps;
   (c) each training figure as a fraction of (a) at the same number of environments, and as a
-      ratio to a minimal PureJaxRL-style PPO (stoix/utils/benchmark_baseline.py) timed in the
+      ratio to a minimal PureJaxRL-style PPO (stoix/benchmarks/lean_ppo.py) timed in the
       same run at the same sizes.
   (d) ff_dqn at PureJaxRL's DQN settings (10 envs, buffer 1e4, batch 128, 1e4 random warm-up
       steps, a gradient step every 10 environment steps, 5e5 steps in all), beside pure
@@ -117,7 +117,7 @@ def baseline(config: str, seed: int) -> float:
     """steps/s of the PureJaxRL-style baseline, compilation excluded."""
     import jax
 
-    from stoix.utils.benchmark_baseline import make_train
+    from stoix.benchmarks.lean_ppo import make_train
 
     train_fn, steps = make_train(num_steps=128, total_timesteps=500_000, epochs=4, **BASELINE_SIZES[config])
     compiled = jax.jit(train_fn).lower(jax.random.PRNGKey(seed)).compile()

@@ -1,6 +1,6 @@
 """A minimal single-function PPO in the PureJaxRL style, as an in-run speed baseline.
 
-Written for `stoix.utils.benchmark` so Stoix's throughput can be compared, in the same
+Written for `stoix.benchmarks.anakin` so Stoix's throughput can be compared, in the same
 process and on the same jax, with the design PureJaxRL popularised: one jitted function, no
 pmap/vmap over learners, values computed during the rollout, one actor-critic module, GAE
 bootstrapped from the last value. It implements the same updates at the same sizes as

@@ -1,4 +1,4 @@
-"""Sebulba speed benchmark: `make benchmark-sebulba` (python -m stoix.utils.benchmark_sebulba).
+"""Sebulba speed benchmark: `make benchmark-sebulba` (python -m stoix.benchmarks.sebulba).
 
 Prints, from one run on this machine, for each number of environments N:
   (a) raw envpool CartPole-v1 stepping with random actions, N envs in one synchronous pool

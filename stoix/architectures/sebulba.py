@@ -1,0 +1,415 @@
+"""The Sebulba run loop every Sebulba system shares: actor threads, learner, evaluation, checkpoints.
+
+Actor threads each own a batch of host environments (stoix/wrappers/host.py) and run the
+policy on their actor device; they send fixed-length rollouts through bounded pipelines. The
+learner (main thread) joins one rollout from every actor, splits it over the learner devices,
+runs the system's `update` in one `pmap`ped call and publishes the new parameters. With
+`arch.synchronous=true` actors wait for those parameters before the next rollout, so a run is
+reproducible. Evaluation runs in its own thread on `arch.evaluator_device_id` (AsyncEvaluator),
+so the learner never waits for it.
+
+A system file provides `learner_setup(cfg, sizes, action_spec, dummy_obs, key) -> SebulbaSystem`:
+its initial parameters and optimiser state, how its actors act and what they record per step,
+and its learner update. A researcher who needs a different loop copies this file.
+"""
+
+import functools
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from omegaconf import DictConfig
+
+from stoix.architectures.sebulba_threads import (
+    AsyncEvaluator,
+    Lifetime,
+    ParamsServer,
+    Pipeline,
+    join_all,
+    start_thread,
+)
+from stoix.base_types import Observation
+from stoix.networks.base import check_torsos_fit
+from stoix.utils.checkpointing import Checkpointer, restore
+from stoix.utils.config import exit_on_config_error, require
+from stoix.utils.light_import import import_module_lightly
+from stoix.utils.logger import LogEvent, StoixLogger, describe, validate_logger_config
+from stoix.utils.sizes import SebulbaSizes, sebulba_sizes
+from stoix.wrappers import make_host_envs
+from stoix.wrappers.host import HostTimeStep, HostVecEnv
+
+
+class SebulbaSystem(NamedTuple):
+    """Everything the Sebulba run loop needs from a system file.
+
+    `act(params, observation, key) -> (action, aux, key)` is jitted and runs on an actor
+    device; `aux` (e.g. the action's log-probability) is handed to `record`, which turns one
+    step into one time step of the system's trajectory type (host arrays). The loop stacks the
+    steps of a rollout along axis 0, concatenates the actors' rollouts along the environment
+    axis and splits them over the learner devices.
+    `update(params, opt_state, trajectory, key) -> (params, opt_state, metrics)` is `pmap`ped
+    over the learner devices with axis name "device" (average gradients over it).
+    """
+
+    params: Any  # initial parameters, one copy
+    opt_state: Any
+    learn_key: chex.PRNGKey  # split once per update
+    act: Callable[[Any, Observation, chex.PRNGKey], tuple[Any, Any, chex.PRNGKey]]
+    act_eval: Callable[[Any, Observation, chex.PRNGKey], tuple[Any, Any, chex.PRNGKey]]
+    record: Callable[[Observation, np.ndarray, Any, HostTimeStep], Any]
+    update: Callable[[Any, Any, Any, chex.PRNGKey], tuple[Any, Any, dict]]
+
+
+SetupFn = Callable[[DictConfig, SebulbaSizes, Any, Observation, chex.PRNGKey], SebulbaSystem]
+
+
+class Rollout(NamedTuple):
+    """What an actor sends through its pipeline."""
+
+    trajectory: Any  # the system's trajectory type, leaves shaped (rollout_length, envs, ...)
+    episode_return: np.ndarray  # returns of the episodes that finished in this rollout
+    params_version: int
+
+
+def specs_of(env: HostVecEnv) -> tuple[Any, Observation]:
+    """The action spec for the network builders and a dummy observation, from a host env."""
+    specs = import_module_lightly("jumanji.specs", ["jumanji"])
+    space = env.single_action_space
+    require(hasattr(space, "n"), "Sebulba systems support discrete action spaces only for now.")
+    obs_space = env.single_observation_space
+    dummy = Observation(
+        jnp.zeros((1, *obs_space.shape), obs_space.dtype),
+        jnp.ones((1, int(space.n))),
+        jnp.zeros((1,), jnp.int32),
+    )
+    return specs.DiscreteArray(int(space.n)), dummy
+
+
+def env_seed(cfg: DictConfig, stream: int) -> int:
+    """Seed of host env pool `stream` (actor thread i: i; evaluations: large ids).
+
+    A pool seeds its environment j with seed + j, so pools seeded seed*1000 + i would share all
+    but one environment; each pool gets its own pseudo-random base instead.
+    """
+    return int(np.random.SeedSequence([int(cfg.arch.seed), stream]).generate_state(1)[0] % 2**30)
+
+
+def actor_thread(
+    index: int,
+    device: Any,
+    cfg: DictConfig,
+    sizes: SebulbaSizes,
+    system: SebulbaSystem,
+    params_server: ParamsServer,
+    pipeline: Pipeline,
+    lifetime: Lifetime,
+    num_rollouts: int,
+) -> None:
+    """Collect `num_rollouts` rollouts (fewer if the run stops)."""
+    seed = env_seed(cfg, index)
+    env = make_host_envs(cfg.env, sizes.envs_per_actor, seed)
+    key = jax.device_put(jax.random.PRNGKey(seed), device)
+    timestep = env.reset()
+    params, version = None, -1
+    for update in range(num_rollouts):
+        # NOTE: synchronous actors wait for the parameters of update `update`; asynchronous ones
+        # take whatever is newest (the learner is then at most `pipeline_size` rollouts behind).
+        latest = params_server.wait_for(update if cfg.arch.synchronous else 0)
+        if latest is None:
+            return
+        if latest[1] != version:
+            params, version = jax.device_put(latest[0], device), latest[1]
+        steps, episode_returns = [], []
+        for _ in range(sizes.rollout_length):
+            action, aux, key = system.act(params, jax.device_put(timestep.observation, device), key)
+            action, aux = np.asarray(action), jax.tree.map(np.asarray, aux)
+            next_timestep = env.step(action)
+            steps.append(system.record(timestep.observation, action, aux, next_timestep))
+            metrics = next_timestep.episode_metrics
+            episode_returns.append(metrics.episode_return[metrics.is_terminal_step])
+            timestep = next_timestep
+        rollout = Rollout(
+            trajectory=jax.tree.map(lambda *xs: np.stack(xs), *steps),
+            episode_return=np.concatenate(episode_returns),
+            params_version=version,
+        )
+        if not pipeline.put(rollout):
+            return
+    env.close()
+
+
+def evaluate(
+    cfg: DictConfig, act: Callable, params: Any, device: Any, num_episodes: int, seed: int
+) -> np.ndarray:
+    """Returns of `num_episodes` whole episodes (one per environment), on the host.
+
+    Returns are the environments' episode metrics, so an Atari game counts its unclipped
+    score over all its lives.
+    """
+    env = make_host_envs(cfg.env, num_episodes, seed)
+    timestep = env.reset()
+    returns = np.zeros(num_episodes, np.float32)
+    finished = np.zeros(num_episodes, bool)
+    key = jax.random.PRNGKey(seed)
+    for _ in range(int(cfg.arch.eval_step_cap)):
+        action, _, key = act(params, jax.device_put(timestep.observation, device), key)
+        action = np.asarray(action)
+        timestep = env.step(action)
+        metrics = timestep.episode_metrics
+        newly = metrics.is_terminal_step & ~finished
+        returns[newly] = metrics.episode_return[newly]
+        finished |= newly
+        if finished.all():
+            break
+    else:
+        # Cut by the step cap: unfinished episodes count what they scored so far.
+        returns[~finished] = env.running_return()[~finished]
+    env.close()
+    return returns
+
+
+def _restore(cfg: DictConfig, sizes: SebulbaSizes, system: SebulbaSystem, best: dict) -> tuple:
+    """(params, opt_state, learn_key, updates done) from `logger.checkpointing.load_path`."""
+    ckpt_cfg = cfg.logger.checkpointing
+    # Parameters, optimiser state and learner key resume exactly; host environments cannot be
+    # saved, so they start new episodes (a resumed run is not bit-identical).
+    like = {"params": system.params, "opt_state": system.opt_state, "learn_key": system.learn_key}
+    restored = restore(ckpt_cfg.load_path, ckpt_cfg.load_step, like, best["params"])
+    best["params"], best["return"] = restored.best_params, float(restored.meta["best_return"])
+    start_update = int(restored.meta["updates_done"])
+    require(
+        int(restored.meta["timesteps"]) == start_update * sizes.steps_per_update
+        and start_update <= sizes.num_updates,
+        f"logger.checkpointing.load_path={ckpt_cfg.load_path}: the checkpoint is from update "
+        f"{start_update} at step {restored.meta['timesteps']}, which does not fit this run "
+        f"({sizes.num_updates} updates of {sizes.steps_per_update} steps); resume with the "
+        "system.rollout_length, arch.total_num_envs and arch.total_timesteps it was saved with.",
+    )
+    print(f"Resumed from {ckpt_cfg.load_path} after update {start_update}.", flush=True)
+    state = restored.learner_state
+    return state["params"], state["opt_state"], jnp.asarray(state["learn_key"]), start_update
+
+
+def run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
+    """Train with actor threads and a learner; returns the (absolute) evaluation metric."""
+    devices = jax.devices()
+    sizes = sebulba_sizes(cfg.arch, int(cfg.system.rollout_length), list(range(len(devices))))
+    validate_logger_config(cfg)
+    ckpt_cfg = cfg.logger.checkpointing
+    require(
+        not ckpt_cfg.load_model or ckpt_cfg.load_path is not None,
+        "logger.checkpointing.load_model=True needs logger.checkpointing.load_path=<dir>.",
+    )
+    print(f"Stoix Sebulba {cfg.system.system_name} on {cfg.env.env_name}/{cfg.env.scenario.name}")
+    print(sizes.describe(), flush=True)
+    if sizes.total_timesteps != sizes.requested_timesteps:
+        print(f"WARNING: this run takes exactly {sizes.total_timesteps} environment steps.", flush=True)
+
+    probe = make_host_envs(cfg.env, 1, 0)
+    action_spec, dummy = specs_of(probe)
+    probe.close()
+    check_torsos_fit(
+        cfg.network, dummy.agent_view.shape[1:], f"env={cfg.env.env_name}/{cfg.env.scenario.task_name}"
+    )
+    system = learner_setup(cfg, sizes, action_spec, dummy, jax.random.PRNGKey(int(cfg.arch.seed)))
+    params, opt_state, learn_key = system.params, system.opt_state, system.learn_key
+    best = {"return": -np.inf, "params": jax.device_get(params), "last": float("nan")}
+    start_update = 0
+    if ckpt_cfg.load_model:
+        params, opt_state, learn_key, start_update = _restore(cfg, sizes, system, best)
+
+    learner_devices = [devices[i] for i in cfg.arch.learner.device_ids]
+    update = jax.pmap(system.update, axis_name="device", devices=learner_devices)
+    # One copy per learner device, placed by a pmap over the same axis name so that it is laid
+    # out exactly like the update's outputs (otherwise the second update compiles again).
+    place = jax.pmap(lambda tree: tree, axis_name="device", devices=learner_devices)
+
+    def replicate(tree: Any) -> Any:
+        return place(jax.tree.map(lambda x: np.stack([np.asarray(x)] * len(learner_devices)), tree))
+
+    params_r, opt_state_r = replicate(params), replicate(opt_state)
+    eval_device = devices[int(cfg.arch.evaluator_device_id)]
+
+    logger = StoixLogger(cfg)
+    checkpointer: Checkpointer | None = None
+    if ckpt_cfg.save_model:
+        save_dir = ckpt_cfg.save_dir or Path(cfg.logger.base_exp_path) / "checkpoints" / logger.run_name
+        checkpointer = Checkpointer(Path(save_dir), int(ckpt_cfg.max_to_keep))
+        print(f"Checkpoints: {checkpointer.directory}", flush=True)
+    lifetime = Lifetime()
+    params_server = ParamsServer(lifetime)
+    pipelines = [Pipeline(int(cfg.arch.pipeline_size), lifetime) for _ in range(sizes.num_actor_threads)]
+    params_server.publish(jax.device_get(params))
+    actor_devices = [
+        devices[i] for i in cfg.arch.actor.device_ids for _ in range(int(cfg.arch.actor.actor_per_device))
+    ]
+    threads = [
+        start_thread(
+            f"actor-{i}",
+            functools.partial(
+                actor_thread,
+                i,
+                device,
+                cfg,
+                sizes,
+                system,
+                params_server,
+                pipelines[i],
+                lifetime,
+                sizes.num_updates - start_update,
+            ),
+            lifetime,
+        )
+        for i, device in enumerate(actor_devices)
+    ]
+
+    def _evaluate(params_host: Any, step: int) -> np.ndarray:
+        return evaluate(
+            cfg,
+            system.act_eval,
+            jax.device_put(params_host, eval_device),
+            eval_device,
+            int(cfg.arch.num_eval_episodes),
+            env_seed(cfg, 1_000_000 + step),
+        )
+
+    def _save(step: int, updates_done: int, state: Any) -> None:
+        meta = {"updates_done": updates_done, "timesteps": step, "best_return": float(best["return"])}
+        checkpointer.save(updates_done // sizes.num_updates_per_eval, state, best["params"], meta)
+
+    def _log_evaluations(results: list) -> None:
+        for step, params_host, returns in results:
+            best["last"] = float(np.mean(returns))
+            if best["last"] > best["return"]:
+                best["return"], best["params"] = best["last"], params_host
+            metrics = {
+                "episode_return": returns,
+                **{f"episode_return_{k}": v for k, v in describe(returns).items()},
+            }
+            logger.log(metrics, step, LogEvent.EVAL)
+            if step in pending_saves:
+                _save(step, *pending_saves.pop(step))
+
+    pending_saves: dict[int, tuple[int, Any]] = {}  # step -> (updates done, learner state)
+    evaluator = AsyncEvaluator(_evaluate, lifetime)
+    start, episode_returns = time.perf_counter(), []
+    first_update_done = training_done = start
+    try:
+        for update_index in range(start_update, sizes.num_updates):
+            rollouts = []
+            for pipeline in pipelines:
+                rollout = None
+                while rollout is None:
+                    lifetime.raise_if_failed()
+                    if lifetime.should_stop():
+                        raise RuntimeError("the run stopped before training finished")
+                    rollout = pipeline.get(timeout_s=1.0)
+                rollouts.append(rollout)
+            episode_returns.extend(np.concatenate([r.episode_return for r in rollouts]).tolist())
+            # LEARN: environments are split over the learner devices.
+            traj = jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *[r.trajectory for r in rollouts])
+            traj = jax.tree.map(lambda x: np.stack(np.split(x, sizes.num_learner_devices, axis=1)), traj)
+            learn_key, step_key = jax.random.split(learn_key)
+            keys = jax.random.split(step_key, sizes.num_learner_devices)
+            params_r, opt_state_r, metrics = update(params_r, opt_state_r, traj, keys)
+            params_host = jax.device_get(jax.tree.map(lambda x: x[0], params_r))
+            params_server.publish(params_host)
+            if update_index == start_update:
+                first_update_done = time.perf_counter()  # compilation is behind us
+
+            is_eval = (update_index + 1) % sizes.num_updates_per_eval == 0
+            if is_eval or update_index == start_update:  # the first update shows that it trains
+                steps = (update_index + 1) * sizes.steps_per_update
+                elapsed = time.perf_counter() - start
+                act_metrics = {f"episode_return_{k}": v for k, v in describe(episode_returns).items()}
+                run_so_far = steps - start_update * sizes.steps_per_update
+                act_metrics.update(
+                    steps_per_second=run_so_far / elapsed, progress=steps / sizes.total_timesteps
+                )
+                logger.log(act_metrics, steps, LogEvent.ACT)
+                logger.log(
+                    {k: float(np.mean(v)) for k, v in jax.device_get(metrics).items()}, steps, LogEvent.TRAIN
+                )
+                episode_returns = []
+            if is_eval and checkpointer is not None:
+                # Saved when this evaluation's result arrives, so the checkpoint's best
+                # parameters include it (evaluations run behind the learner). Registered
+                # before the evaluation is submitted: it may finish at once.
+                pending_saves[steps] = (
+                    update_index + 1,
+                    jax.device_get(
+                        {
+                            "params": jax.tree.map(lambda x: x[0], params_r),
+                            "opt_state": jax.tree.map(lambda x: x[0], opt_state_r),
+                            "learn_key": learn_key,
+                        }
+                    ),
+                )
+            if is_eval:
+                evaluator.submit(params_host, steps)
+            _log_evaluations(evaluator.ready())
+        training_done = time.perf_counter()
+        _log_evaluations(evaluator.finish(float(cfg.arch.eval_timeout_s)))
+        if evaluator.outstanding:
+            print(
+                f"WARNING: {evaluator.outstanding} evaluation(s) did not finish within "
+                f"arch.eval_timeout_s={cfg.arch.eval_timeout_s} s each and were dropped; the final "
+                "metric is the last finished evaluation's.",
+                flush=True,
+            )
+            for step, (updates_done, state) in sorted(pending_saves.items()):
+                _save(step, updates_done, state)
+    finally:
+        lifetime.stop()
+        for pipeline in pipelines:
+            pipeline.drain()
+        stuck = join_all([*threads, evaluator.thread], float(cfg.arch.join_timeout_s))
+        if stuck:
+            print(f"WARNING: threads still running at shutdown: {stuck}", flush=True)
+    lifetime.raise_if_failed()
+    if checkpointer is not None:
+        checkpointer.close()
+    final, source = best["last"], "final evaluation"
+    if cfg.arch.absolute_metric:
+        returns = evaluate(
+            cfg,
+            system.act_eval,
+            jax.device_put(best["params"], eval_device),
+            eval_device,
+            10 * int(cfg.arch.num_eval_episodes),
+            env_seed(cfg, 2**31 - 1),
+        )
+        final, source = (
+            float(np.mean(returns)),
+            f"absolute metric: best parameters over {returns.size} episodes",
+        )
+        logger.log(
+            {"episode_return": returns, **{f"episode_return_{k}": v for k, v in describe(returns).items()}},
+            sizes.total_timesteps,
+            LogEvent.ABSOLUTE,
+        )
+    logger.stop()
+    run_steps = (sizes.num_updates - start_update) * sizes.steps_per_update
+    sps = run_steps / (time.perf_counter() - start)
+    after_first = "" if run_steps else "; nothing left to train"
+    if sizes.num_updates - start_update > 1:
+        steady = (run_steps - sizes.steps_per_update) / (training_done - first_update_done)
+        after_first = f"; {steady:,.0f} steps/s training after the first update (compile excluded)"
+    speed = f"{sps:,.0f} steps/s (Sebulba, evaluation included)" if run_steps else "resumed run"
+    print(
+        f"RESULT {cfg.system.system_name} {cfg.env.scenario.name} seed={cfg.arch.seed}: "
+        f"episode_return={final:.2f} ({source}); {sizes.total_timesteps} steps, {speed}{after_first}",
+        flush=True,
+    )
+    return final
+
+
+def run_from_cli(cfg: DictConfig, learner_setup: SetupFn) -> float:
+    """`run_experiment` for a script: a bad config ends the process with one line, not a
+    traceback; Ctrl-C stops every thread first, then exits with one line."""
+    return exit_on_config_error(run_experiment, cfg, learner_setup)
