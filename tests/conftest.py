@@ -27,6 +27,18 @@ TINY_SYSTEM = {
         "system.total_batch_size=16",
         "system.warmup_steps=64",
     ],
+    "ddpg": [
+        "system.rollout_length=8",
+        "system.total_buffer_size=256",
+        "system.total_batch_size=16",
+        "system.warmup_steps=64",
+    ],
+    "sac": [
+        "system.rollout_length=8",
+        "system.total_buffer_size=256",
+        "system.total_batch_size=16",
+        "system.warmup_steps=64",
+    ],
     # Systems whose keys differ from their family's, by system name.
     "ff_pqn": ["system.rollout_length=16", "system.num_minibatches=2", "system.epochs=1"],
 }

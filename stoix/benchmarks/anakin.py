@@ -13,11 +13,16 @@ Prints, from one run on this machine:
   (d) ff_dqn at PureJaxRL's DQN settings (10 envs, buffer 1e4, batch 128, 1e4 random warm-up
       steps, a gradient step every 10 environment steps, 5e5 steps in all), beside pure
       stepping at 10 envs.
+  (e) ff_sac at its defaults on Pendulum-v1: training steps/s (compilation excluded) and the
+      wall-clock time from launching the process to the first evaluation at or above -250,
+      beside the same two figures for a minimal SAC (stoix/benchmarks/lean_sac.py) at the same
+      sizes, each run as its own process in the same benchmark run.
 Each training run is a fresh process of the real script, so start-up and compile are counted
 as a user sees them. Timings are medians over --seeds seeds.
 """
 
 import argparse
+import math
 import re
 import statistics
 import subprocess
@@ -27,6 +32,8 @@ import time
 from stoix.utils.config import REPO_ROOT
 
 PPO = str(REPO_ROOT / "stoix/systems/ppo/anakin/ff_ppo.py")
+SAC = str(REPO_ROOT / "stoix/systems/sac/ff_sac.py")
+SAC_THRESHOLD = -250.0
 DQN = str(REPO_ROOT / "stoix/systems/q_learning/ff_dqn.py")
 # The defaults of ff_dqn are PureJaxRL's DQN settings; its 1e4 warm-up steps come on top.
 DQN_OVERRIDES = [
@@ -64,7 +71,7 @@ CONFIGS: dict[str, list[str]] = {
         "network.critic_network.pre_torso.activation=relu",
     ],
 }
-NUM_ENVS = {"A": 4, "B": 256, "DQN": 10}
+NUM_ENVS = {"A": 4, "B": 256, "DQN": 10, "SAC": 4}
 # Reported in the foundation issue for a 2-core CPU of this machine kind (jax 0.5.3,
 # compilation excluded, 3 seeds): steps/s of PureJaxRL and of the original Stoix, and
 # PureJaxRL's and original Stoix's whole-process wall time for config A.
@@ -150,20 +157,68 @@ def train(config: str, seed: int) -> dict[str, float]:
     }
 
 
+def timed_evaluations(command: list[str]) -> dict[str, float]:
+    """Run `command`, timing each `EVAL step N | episode_return R` line as it arrives; returns
+    training steps/s (from its RESULT line) and the seconds and steps to the first R >= -250."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT
+    )
+    first = {"time_to_threshold_s": float("nan"), "steps_to_threshold": float("nan")}
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        match = re.search(r"EVAL\s+step\s+([\d,]+) \| episode_return (-?[\d.]+)", line)
+        if match and float(match.group(2)) >= SAC_THRESHOLD and math.isnan(first["time_to_threshold_s"]):
+            first = {
+                "time_to_threshold_s": time.perf_counter() - start,
+                "steps_to_threshold": float(match.group(1).replace(",", "")),
+            }
+    proc.wait()
+    sps = re.search(r"([\d,]+) steps/s training", "".join(lines))
+    if proc.returncode or not sps:
+        raise SystemExit(f"{command} failed:\n{''.join(lines)[-3000:]}")
+    return {"sps": float(sps.group(1).replace(",", "")), **first}
+
+
+def sac_row(seeds: int) -> None:
+    stoix_runs, lean_runs = [], []
+    for seed in range(seeds):  # interleaved, so drifts in machine load hit both alike
+        stoix_runs.append(
+            timed_evaluations([sys.executable, SAC, "logger.use_json=false", f"arch.seed={seed}"])
+        )
+        lean_runs.append(
+            timed_evaluations([sys.executable, "-m", "stoix.benchmarks.lean_sac", f"--seed={seed}"])
+        )
+
+    def summary(runs: list[dict]) -> str:
+        sps = statistics.median(r["sps"] for r in runs)
+        times = ", ".join(f"{r['time_to_threshold_s']:.1f}s@{r['steps_to_threshold']:,.0f}" for r in runs)
+        return f"{sps:>8,.0f} steps/s training; first >= {SAC_THRESHOLD:.0f} at (s@steps) {times}"
+
+    ratio = statistics.median(r["sps"] for r in stoix_runs) / statistics.median(r["sps"] for r in lean_runs)
+    print(f"(e) ff_sac Pendulum-v1:   {summary(stoix_runs)}")
+    print(f"    minimal SAC, same sizes: {summary(lean_runs)}")
+    print(f"    ff_sac / minimal SAC steps/s: x{ratio:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--configs", default="A,B,DQN", help="comma-separated: A, B, DQN")
+    parser.add_argument("--configs", default="A,B,DQN,SAC", help="comma-separated: A, B, DQN, SAC")
     args = parser.parse_args()
 
     import jax
 
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind} x {jax.device_count()}")
     configs = args.configs.split(",")
-    stepping = {n: pure_stepping(n) for n in sorted({NUM_ENVS[c] for c in configs})}
+    stepping = {n: pure_stepping(n) for n in sorted({NUM_ENVS[c] for c in configs if c != "SAC"})}
     for num_envs, sps in stepping.items():
         print(f"(a) pure CartPole-v1 stepping, {num_envs:>4} envs: {sps:>12,.0f} steps/s")
     for config in configs:
+        if config == "SAC":
+            sac_row(args.seeds)
+            continue
         runs = [train(config, seed) for seed in range(args.seeds)]
         if config == "DQN":
             sps = statistics.median(r["sps"] for r in runs)

@@ -1,9 +1,12 @@
 """Networks assembled from a torso and a head, as named in `configs/network/*.yaml`."""
 
+from collections.abc import Sequence
 from typing import Any
 
 import chex
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from stoix.base_types import Observation
@@ -85,6 +88,31 @@ def check_torsos_fit(network_cfg: Any, obs_shape: tuple[int, ...], env_label: st
                 f"network.{name}.pre_torso ({torso_name}) takes (H, W, C) images, but {env_label} "
                 f"gives observations shaped {tuple(obs_shape)}; use an MLP network (the system's default)."
             )
+
+
+class QCritics(nn.Module):
+    """(observation, action) -> `len(torsos)` independent Q-critics, stacked on a new leading
+    axis: (num_critics, ...) for scalar heads, (num_critics, ..., atoms) for distributional
+    ones. The action is concatenated to the flat observation (continuous control)."""
+
+    torsos: Sequence[nn.Module]
+    critic_heads: Sequence[nn.Module]
+
+    @nn.compact
+    def __call__(self, observation: Observation, action: chex.Array) -> Any:
+        x = jnp.concatenate([observation.agent_view.astype(jnp.float32), action.astype(jnp.float32)], -1)
+        outputs = [head(torso(x)) for torso, head in zip(self.torsos, self.critic_heads, strict=True)]
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *outputs)
+
+
+def make_q_critics(critic_cfg: Any, num_critics: int) -> QCritics:
+    """`num_critics` Q-critics built from `cfg.network.q_network` (each its own parameters)."""
+    import hydra
+
+    return QCritics(
+        torsos=tuple(hydra.utils.instantiate(critic_cfg.pre_torso) for _ in range(num_critics)),
+        critic_heads=tuple(hydra.utils.instantiate(critic_cfg.critic_head) for _ in range(num_critics)),
+    )
 
 
 def make_critic(critic_cfg: Any) -> FeedForwardCritic:

@@ -39,12 +39,19 @@ class NormalAffineTanhHead(nn.Module):
     state_dependent_std: bool = False
     init_log_std: float = 0.0
     min_scale: float = 1e-3
+    # With both set, a state-dependent log std is squashed into [log_std_min, log_std_max]
+    # (SAC's usual bounds), so an early large output cannot blow the scale up.
+    log_std_min: float | None = None
+    log_std_max: float | None = None
 
     @nn.compact
     def __call__(self, x: chex.Array, action_mask: chex.Array) -> AffineTanhNormal:
         loc = nn.Dense(self.action_dim, kernel_init=orthogonal(0.01))(x)
         if self.state_dependent_std:
             log_std = nn.Dense(self.action_dim, kernel_init=orthogonal(0.01))(x) + self.init_log_std
+            if self.log_std_min is not None and self.log_std_max is not None:
+                low, high = self.log_std_min, self.log_std_max
+                log_std = low + 0.5 * (high - low) * (jnp.tanh(log_std) + 1.0)
         else:
             log_std = self.param("log_std", constant(self.init_log_std), (self.action_dim,))
             log_std = jnp.broadcast_to(log_std, loc.shape)
@@ -174,3 +181,27 @@ class QuantileQNetworkHead(nn.Module):
         out = nn.Dense(self.action_dim * self.num_quantiles, kernel_init=orthogonal(1.0))(x)
         quantiles = out.reshape(*x.shape[:-1], self.action_dim, self.num_quantiles)
         return DistributionalQ(q_values=jnp.mean(quantiles, axis=-1), logits=jnp.zeros(()), atoms=quantiles)
+
+
+class DistributionalValue(NamedTuple):
+    """A distributional critic's output: the expected value and the distribution."""
+
+    value: chex.Array  # (...,)
+    logits: chex.Array  # (..., atoms)
+    atoms: chex.Array  # (atoms,) fixed support
+
+
+class CategoricalCriticHead(nn.Module):
+    """A categorical distribution over `num_atoms` fixed values in [v_min, v_max] (D4PG's
+    critic); set the range to cover the task's discounted returns."""
+
+    num_atoms: int = 51
+    v_min: float = -1000.0
+    v_max: float = 0.0
+
+    @nn.compact
+    def __call__(self, x: chex.Array) -> DistributionalValue:
+        logits = nn.Dense(self.num_atoms, kernel_init=orthogonal(1.0))(x)
+        atoms = jnp.linspace(self.v_min, self.v_max, self.num_atoms)
+        value = jnp.sum(jax.nn.softmax(logits, axis=-1) * atoms, axis=-1)
+        return DistributionalValue(value=value, logits=logits, atoms=atoms)

@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 from stoix.architectures.anakin import init_learner_state, run_from_cli
 from stoix.base_types import ActorApply, ExperimentOutput, Observation, SystemSetup
 from stoix.networks.base import make_actor
+from stoix.utils.action_spaces import require_action_space
 from stoix.utils.config import CONFIG_DIR, require
 from stoix.utils.multistep import n_step_bootstrap
 from stoix.utils.sizes import AnakinSizes, replay_sizes
@@ -238,6 +239,7 @@ def learner_setup(
     Q-values (a distributional head's output -> its expected Q-values).
     """
     cfg = config.system
+    require_action_space(env.action_spec, str(cfg.system_name), continuous=False)
     require(cfg.loss in ("huber", "l2"), f"system.loss={cfg.loss!r} must be huber or l2.")
     require(
         cfg.target_update in ("hard", "polyak"),

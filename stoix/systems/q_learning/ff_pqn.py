@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from stoix.architectures.anakin import init_learner_state, run_from_cli
 from stoix.base_types import ActorApply, ExperimentOutput, Observation, SystemSetup
 from stoix.networks.base import make_actor
+from stoix.utils.action_spaces import require_action_space
 from stoix.utils.config import CONFIG_DIR, require
 from stoix.utils.sizes import AnakinSizes
 
@@ -161,6 +162,7 @@ def get_learner_fn(
 
 def learner_setup(env: Any, config: DictConfig, sizes: AnakinSizes, key: chex.PRNGKey) -> SystemSetup:
     cfg = config.system
+    require_action_space(env.action_spec, str(cfg.system_name), continuous=False)
     batch_size = sizes.rollout_length * sizes.num_envs
     num_minibatches = int(cfg.num_minibatches)
     require(

@@ -37,6 +37,7 @@ from stoix.systems.q_learning.ff_dqn import (
     update_target,
     warm_up,
 )
+from stoix.utils.action_spaces import require_action_space
 from stoix.utils.config import CONFIG_DIR, require
 from stoix.utils.multistep import n_step_bootstrap
 from stoix.utils.sizes import AnakinSizes, replay_sizes
@@ -173,6 +174,7 @@ def get_learner_fn(
 def learner_setup(env: Any, config: DictConfig, sizes: AnakinSizes, key: chex.PRNGKey) -> SystemSetup:
     """As ff_dqn.learner_setup, with a prioritised buffer and a noise RNG for the network."""
     cfg = config.system
+    require_action_space(env.action_spec, str(cfg.system_name), continuous=False)
     require(
         cfg.target_update in ("hard", "polyak"),
         f"system.target_update={cfg.target_update!r} must be hard or polyak.",

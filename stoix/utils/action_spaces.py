@@ -1,0 +1,28 @@
+"""Which systems fit which action spaces, checked before anything compiles."""
+
+from typing import Any
+
+from stoix.utils.config import require
+
+DISCRETE_SYSTEMS = (
+    "ff_dqn (and its variants ff_ddqn, ff_mdqn, ff_dqn_reg, ff_c51, ff_qr_dqn), ff_rainbow, ff_pqn, ff_ppo"
+)
+CONTINUOUS_SYSTEMS = "ff_ddpg, ff_td3, ff_d4pg, ff_sac, ff_ppo_continuous"
+
+
+def require_action_space(action_spec: Any, system_name: str, continuous: bool) -> None:
+    """A one-line StoixConfigError naming the systems that fit, when `system_name` (which
+    takes continuous actions if `continuous`, else discrete ones) meets the other kind."""
+    discrete = hasattr(action_spec, "num_values")
+    if continuous:
+        require(
+            not discrete,
+            f"{system_name} needs continuous (box) actions, but this environment's are discrete; "
+            f"use one of {DISCRETE_SYSTEMS} for it.",
+        )
+    else:
+        require(
+            discrete,
+            f"{system_name} needs discrete actions, but this environment's are continuous (a box); "
+            f"use one of {CONTINUOUS_SYSTEMS} for it.",
+        )
