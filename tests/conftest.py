@@ -27,6 +27,7 @@ TINY_SYSTEM = {
         "system.total_batch_size=16",
         "system.warmup_steps=64",
     ],
+    "vpg": ["system.rollout_length=16", "system.num_minibatches=1", "system.epochs=1"],
     "ddpg": [
         "system.rollout_length=8",
         "system.total_buffer_size=256",

@@ -51,6 +51,16 @@ CASES = {
         ["network=mlp_dueling_dqn", "arch.total_timesteps=290000"],
         400.0,
     ),
+    # PPO's loss variants: the defaults. python stoix/systems/ppo/anakin/ff_dpo.py
+    "ff_dpo_cartpole": ("default/anakin/default_ff_dpo", ["arch.total_timesteps=500000"], 475.0),
+    # python stoix/systems/ppo/anakin/ff_dpo_continuous.py
+    "ff_dpo_continuous_pendulum": (
+        "default/anakin/default_ff_dpo_continuous",
+        ["arch.total_timesteps=500000"],
+        -400.0,
+    ),
+    # python stoix/systems/vpg/ff_reinforce.py  (1e6 requested, 983,040 run)
+    "ff_reinforce_cartpole": ("default/anakin/default_ff_reinforce", ["arch.total_timesteps=1000000"], 400.0),
     # Continuous off-policy: the defaults, 45,000 steps + 5,000 warm-up = 5e4 in all.
     # python stoix/systems/ddpg/ff_ddpg.py
     "ff_ddpg_pendulum": ("default/anakin/default_ff_ddpg", [], -250.0),
@@ -62,12 +72,12 @@ CASES = {
     "ff_sac_pendulum": ("default/anakin/default_ff_sac", [], -250.0),
 }
 # Budgets (warm-up included) of the issue that set each bar.
-BUDGET = {"ppo": 500_000, "pqn": 500_000, "pendulum": 50_000}
+BUDGET = {"ppo": 500_000, "pqn": 500_000, "dpo": 500_000, "reinforce": 1_000_000, "pendulum": 50_000}
 
 
 def learner_setup_of(config_name):
     from stoix.systems.ddpg import ff_d4pg, ff_ddpg, ff_td3
-    from stoix.systems.ppo.anakin import ff_ppo
+    from stoix.systems.ppo.anakin import ff_dpo, ff_ppo
     from stoix.systems.q_learning import (
         ff_c51,
         ff_ddqn,
@@ -79,6 +89,7 @@ def learner_setup_of(config_name):
         ff_rainbow,
     )
     from stoix.systems.sac import ff_sac
+    from stoix.systems.vpg import ff_reinforce
 
     return {
         "default/anakin/default_ff_ppo": ff_ppo.learner_setup,
@@ -95,6 +106,9 @@ def learner_setup_of(config_name):
         "default/anakin/default_ff_td3": ff_td3.learner_setup,
         "default/anakin/default_ff_d4pg": ff_d4pg.learner_setup,
         "default/anakin/default_ff_sac": ff_sac.learner_setup,
+        "default/anakin/default_ff_dpo": ff_dpo.learner_setup,
+        "default/anakin/default_ff_dpo_continuous": ff_dpo.learner_setup,
+        "default/anakin/default_ff_reinforce": ff_reinforce.learner_setup,
     }[config_name]
 
 

@@ -147,26 +147,31 @@ def get_learner_fn(
     optimizer: optax.GradientTransformation,
     sizes: AnakinSizes,
     config: DictConfig,
+    policy_loss: Callable,
 ) -> Callable[[LearnerState], ExperimentOutput]:
-    """One slot's learner: `num_updates_per_eval` updates, each a rollout then PPO epochs."""
+    """One slot's learner: `num_updates_per_eval` updates, each a rollout then PPO epochs.
+
+    `policy_loss(actor_params, batch, *, apply_fn, ent_coef, standardize_advantages)` is the
+    actor's loss: PPO's clipped surrogate here; variants (DPO, REINFORCE) pass their own.
+    """
     cfg = config.system
     norm_obs = bool(cfg.normalize_observations)
     batch_size = sizes.rollout_length * sizes.num_envs
     minibatch_size = batch_size // int(cfg.num_minibatches)
+    clip_value = bool(cfg.get("clip_value_loss", False))
     loss_fn = functools.partial(
         ppo_loss,
         actor_loss_fn=functools.partial(
-            actor_loss,
+            policy_loss,
             apply_fn=actor_apply,
-            clip_eps=float(cfg.clip_eps),
             ent_coef=float(cfg.ent_coef),
             standardize_advantages=bool(cfg.standardize_advantages),
         ),
         critic_loss_fn=functools.partial(
             critic_loss,
             apply_fn=critic_apply,
-            clip_eps=float(cfg.clip_eps),
-            clip_value=bool(cfg.clip_value_loss),
+            clip_eps=float(cfg.clip_eps) if clip_value else 0.0,
+            clip_value=clip_value,
         ),
         vf_coef=float(cfg.vf_coef),
     )
@@ -257,9 +262,22 @@ def get_learner_fn(
     return learner_fn
 
 
-def learner_setup(env: Any, config: DictConfig, sizes: AnakinSizes, key: chex.PRNGKey) -> SystemSetup:
-    """Validate PPO's sizes, build networks and optimiser, and initialise every replica."""
+def learner_setup(
+    env: Any,
+    config: DictConfig,
+    sizes: AnakinSizes,
+    key: chex.PRNGKey,
+    policy_loss: Callable | None = None,
+) -> SystemSetup:
+    """Validate PPO's sizes, build networks and optimiser, and initialise every replica.
+
+    Variants that change only the actor's loss pass it as `policy_loss` (see
+    `get_learner_fn`); the default is PPO's clipped surrogate with `system.clip_eps`.
+    """
     cfg = config.system
+    if policy_loss is None:
+        require(float(cfg.clip_eps) > 0, f"system.clip_eps={cfg.clip_eps} must be > 0.")
+        policy_loss = functools.partial(actor_loss, clip_eps=float(cfg.clip_eps))
     batch_size = sizes.rollout_length * sizes.num_envs
     num_minibatches = int(cfg.num_minibatches)
     require(
@@ -292,7 +310,7 @@ def learner_setup(env: Any, config: DictConfig, sizes: AnakinSizes, key: chex.PR
         obs_norm = init_statistics(obs_spec.agent_view.shape) if cfg.normalize_observations else None
         return LearnerState(params, optimizer.init(params), key, env_state, timestep, obs_norm)
 
-    learner_fn = get_learner_fn(env, actor.apply, critic.apply, optimizer, sizes, config)
+    learner_fn = get_learner_fn(env, actor.apply, critic.apply, optimizer, sizes, config, policy_loss)
     learn = jax.pmap(jax.vmap(learner_fn, axis_name="batch"), axis_name="device", donate_argnums=0)
 
     def act(eval_params: EvalParams, observation: Observation, key: chex.PRNGKey, greedy: bool) -> chex.Array:

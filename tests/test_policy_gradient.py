@@ -1,0 +1,100 @@
+"""PPO's loss variants (DPO, REINFORCE): losses by hand, Monte-Carlo returns with a truncated
+and a terminated step, one-line errors for the wrong action space or sizes."""
+
+import distrax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import tiny_for
+
+from stoix.architectures.anakin import run_experiment
+from stoix.systems.ppo.anakin import ff_dpo, ff_ppo
+from stoix.systems.vpg import ff_reinforce
+from stoix.utils.config import StoixConfigError, compose_config
+from stoix.utils.multistep import truncated_gae
+
+
+def test_dpo_drift_at_known_ratios():
+    ratio = jnp.asarray([1.5, 0.5, 1.0, 0.8, 2.0])
+    advantage = jnp.asarray([1.0, -1.0, 3.0, 1.0, -1.0])
+    drift = ff_dpo.drift(ratio, advantage, alpha=2.0, beta=0.6)
+    # 0.5 - 2 tanh(0.25); log(2) - 0.6 tanh(log(2) / 0.6); zero at ratio 1; the relu keeps a
+    # ratio moving against the advantage free (0.8 with A > 0, 2.0 with A < 0).
+    np.testing.assert_allclose(drift, [0.0101626752, 0.2014566037, 0.0, 0.0, 0.0], atol=1e-7)
+
+
+def test_dpo_loss_at_ratio_one_is_minus_the_mean_advantage():
+    logits = jnp.log(jnp.asarray([[0.25, 0.75], [0.25, 0.75]]))
+    batch = ff_ppo.PPOBatch(
+        obs=None,
+        action=jnp.asarray([1, 0]),
+        log_prob=jnp.log(jnp.asarray([0.75, 0.25])),  # the behaviour policy is the current one
+        value=None,
+        advantage=jnp.asarray([2.0, -1.0]),
+        target=None,
+    )
+    loss, _ = ff_dpo.dpo_actor_loss(
+        None,
+        batch,
+        apply_fn=lambda p, o: distrax.Categorical(logits=logits),
+        alpha=2.0,
+        beta=0.6,
+        ent_coef=0.0,
+        standardize_advantages=False,
+    )
+    np.testing.assert_allclose(loss, -0.5, rtol=1e-6)
+
+
+def test_reinforce_loss_by_hand():
+    logits = jnp.log(jnp.asarray([[0.25, 0.75], [0.25, 0.75]]))
+    batch = ff_ppo.PPOBatch(None, jnp.asarray([1, 0]), None, None, jnp.asarray([2.0, -1.0]), None)
+    loss, _ = ff_reinforce.reinforce_loss(
+        None,
+        batch,
+        apply_fn=lambda p, o: distrax.Categorical(logits=logits),
+        ent_coef=0.0,
+        standardize_advantages=False,
+    )
+    np.testing.assert_allclose(loss, -(2 * np.log(0.75) - np.log(0.25)) / 2, rtol=1e-6)
+
+
+def test_reinforce_returns_bootstrap_at_truncation_and_rollout_end_but_not_termination():
+    # gamma 0.9, lambda 1 (REINFORCE's Monte-Carlo returns over the rollout):
+    # t0 r=1 -> t1 r=1 truncated (final observation worth 5) -> t2 r=2 terminated -> t3 r=1,
+    # the rollout's last step (next observation worth 10).
+    reward = jnp.asarray([1.0, 1.0, 2.0, 1.0])
+    discount = 0.9 * jnp.asarray([1.0, 1.0, 0.0, 1.0])
+    done = jnp.asarray([False, True, True, False])
+    v_tm1 = jnp.asarray([0.5, 0.5, 0.5, 0.5])
+    v_t = jnp.asarray([0.5, 5.0, 7.0, 10.0])
+    advantage, target = truncated_gae(reward, discount, v_tm1, v_t, done, 1.0)
+    expected = [1.0 + 0.9 * (1.0 + 0.9 * 5.0), 1.0 + 0.9 * 5.0, 2.0, 1.0 + 0.9 * 10.0]
+    np.testing.assert_allclose(target, expected, rtol=1e-6)
+    np.testing.assert_allclose(advantage, np.asarray(expected) - 0.5, rtol=1e-6)
+
+
+def config(system, tmp_path, *overrides):
+    return compose_config(
+        f"default/anakin/default_{system}",
+        [*tiny_for(system), f"logger.base_exp_path={tmp_path}", *overrides],
+    )
+
+
+def test_reinforce_refuses_several_epochs(tmp_path):
+    with pytest.raises(StoixConfigError, match=r"system.epochs=4: REINFORCE takes one gradient step"):
+        run_experiment(config("ff_reinforce", tmp_path, "system.epochs=4"), ff_reinforce.learner_setup)
+
+
+@pytest.mark.parametrize(
+    "system, env, fix",
+    [
+        ("ff_dpo", "gymnax/pendulum", "network=mlp_continuous"),
+        ("ff_dpo_continuous", "gymnax/cartpole", "network=mlp"),
+        ("ff_reinforce", "gymnax/pendulum", "network=mlp_continuous"),
+        ("ff_reinforce_continuous", "gymnax/cartpole", "network=mlp"),
+    ],
+)
+def test_the_wrong_action_space_is_a_one_line_error(system, env, fix, tmp_path):
+    setup = ff_dpo.learner_setup if "dpo" in system else ff_reinforce.learner_setup
+    with pytest.raises(StoixConfigError, match=fix):
+        run_experiment(config(system, tmp_path, f"env={env}"), setup)
