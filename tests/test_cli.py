@@ -48,7 +48,9 @@ def test_mistyped_key_is_a_short_hydra_error(tmp_path):
     assert len(proc.stderr.strip().splitlines()) <= 8
 
 
-@pytest.mark.parametrize("system", ["ff_ppo", "ff_dqn", "ff_rainbow", "ff_dpo", "ff_reinforce"])
+@pytest.mark.parametrize(
+    "system", ["ff_ppo", "ff_dqn", "ff_rainbow", "ff_dpo", "ff_reinforce", "ff_ppo_penalty"]
+)
 def test_two_devices_with_update_batches(system, tmp_path):
     script = anakin_script(system)
     overrides = [*tiny_for(system), "arch.update_batch_size=2", "logger.use_console=true"]

@@ -59,6 +59,18 @@ CASES = {
         ["arch.total_timesteps=500000"],
         -400.0,
     ),
+    # python stoix/systems/ppo/anakin/ff_ppo_penalty.py
+    "ff_ppo_penalty_cartpole": (
+        "default/anakin/default_ff_ppo_penalty",
+        ["arch.total_timesteps=500000"],
+        475.0,
+    ),
+    # python stoix/systems/ppo/anakin/ff_ppo_penalty_continuous.py
+    "ff_ppo_penalty_continuous_pendulum": (
+        "default/anakin/default_ff_ppo_penalty_continuous",
+        ["arch.total_timesteps=500000"],
+        -400.0,
+    ),
     # python stoix/systems/vpg/ff_reinforce.py  (1e6 requested, 983,040 run)
     "ff_reinforce_cartpole": ("default/anakin/default_ff_reinforce", ["arch.total_timesteps=1000000"], 400.0),
     # Continuous off-policy: the defaults, 45,000 steps + 5,000 warm-up = 5e4 in all.
@@ -77,7 +89,7 @@ BUDGET = {"ppo": 500_000, "pqn": 500_000, "dpo": 500_000, "reinforce": 1_000_000
 
 def learner_setup_of(config_name):
     from stoix.systems.ddpg import ff_d4pg, ff_ddpg, ff_td3
-    from stoix.systems.ppo.anakin import ff_dpo, ff_ppo
+    from stoix.systems.ppo.anakin import ff_dpo, ff_ppo, ff_ppo_penalty
     from stoix.systems.q_learning import (
         ff_c51,
         ff_ddqn,
@@ -109,6 +121,8 @@ def learner_setup_of(config_name):
         "default/anakin/default_ff_dpo": ff_dpo.learner_setup,
         "default/anakin/default_ff_dpo_continuous": ff_dpo.learner_setup,
         "default/anakin/default_ff_reinforce": ff_reinforce.learner_setup,
+        "default/anakin/default_ff_ppo_penalty": ff_ppo_penalty.learner_setup,
+        "default/anakin/default_ff_ppo_penalty_continuous": ff_ppo_penalty.learner_setup,
     }[config_name]
 
 

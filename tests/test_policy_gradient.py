@@ -1,4 +1,4 @@
-"""PPO's loss variants (DPO, REINFORCE): losses by hand, Monte-Carlo returns with a truncated
+"""PPO's loss variants (DPO, REINFORCE, PPO-penalty): losses by hand, Monte-Carlo returns with a truncated
 and a terminated step, one-line errors for the wrong action space or sizes."""
 
 import distrax
@@ -92,9 +92,62 @@ def test_reinforce_refuses_several_epochs(tmp_path):
         ("ff_dpo_continuous", "gymnax/cartpole", "network=mlp"),
         ("ff_reinforce", "gymnax/pendulum", "network=mlp_continuous"),
         ("ff_reinforce_continuous", "gymnax/cartpole", "network=mlp"),
+        ("ff_ppo_penalty", "gymnax/pendulum", "network=mlp_continuous"),
+        ("ff_ppo_penalty_continuous", "gymnax/cartpole", "network=mlp"),
     ],
 )
 def test_the_wrong_action_space_is_a_one_line_error(system, env, fix, tmp_path):
-    setup = ff_dpo.learner_setup if "dpo" in system else ff_reinforce.learner_setup
+    from stoix.systems.ppo.anakin import ff_ppo_penalty
+
+    setup = {"dpo": ff_dpo, "reinforce": ff_reinforce, "penalty": ff_ppo_penalty}
+    setup = next(module for key, module in setup.items() if key in system).learner_setup
     with pytest.raises(StoixConfigError, match=fix):
         run_experiment(config(system, tmp_path, f"env={env}"), setup)
+
+
+def test_ppo_penalty_loss_by_hand():
+    from stoix.systems.ppo.anakin import ff_ppo_penalty
+
+    logits = jnp.log(jnp.asarray([[0.25, 0.75], [0.25, 0.75]]))
+    batch = ff_ppo.PPOBatch(
+        None, jnp.asarray([1, 0]), jnp.log(jnp.asarray([0.5, 0.5])), None, jnp.asarray([2.0, -1.0]), None
+    )
+    loss, metrics = ff_ppo_penalty.penalty_actor_loss(
+        None,
+        batch,
+        loss_state=jnp.asarray(2.0),
+        apply_fn=lambda p, o: distrax.Categorical(logits=logits),
+        ent_coef=0.0,
+        standardize_advantages=False,
+    )
+    # r = (1.5, 0.5); KL = mean((r - 1) - log r) = 0.1438410; -mean(r A) = -1.25
+    np.testing.assert_allclose(
+        metrics["approx_kl"], 0.5 * ((0.5 - np.log(1.5)) + (-0.5 - np.log(0.5))), rtol=1e-6
+    )
+    np.testing.assert_allclose(loss, -1.25 + 2.0 * 0.1438410362, rtol=1e-6)
+
+
+def test_ppo_penalty_kl_coefficient_adaptation_rule():
+    from stoix.systems.ppo.anakin.ff_ppo_penalty import adapt_kl_coef
+
+    for kl, expected in [(0.001, 0.5), (0.1, 2.0), (0.012, 1.0), (0.0067, 1.0), (0.0066, 0.5), (0.0151, 2.0)]:
+        got = adapt_kl_coef(jnp.asarray(1.0), {"approx_kl": jnp.asarray(kl)}, kl_target=0.01)
+        assert float(got) == expected, (kl, float(got))
+
+
+def test_ppo_penalty_carries_beta_in_the_learner_state(tmp_path):
+    import jax
+
+    from stoix.systems.ppo.anakin import ff_ppo_penalty
+    from stoix.utils.sizes import anakin_sizes
+    from stoix.wrappers import make_env
+
+    cfg = config("ff_ppo_penalty", tmp_path, "system.init_kl_coef=3.0")
+    env, _ = make_env(cfg.env)
+    sizes = anakin_sizes(cfg.arch, int(cfg.system.rollout_length), jax.device_count())
+    setup = ff_ppo_penalty.learner_setup(env, cfg, sizes, jax.random.PRNGKey(0))
+    assert float(setup.learner_state.loss_state[0, 0]) == 3.0
+    output = setup.learn(setup.learner_state)
+    beta = np.asarray(output.learner_state.loss_state)
+    assert beta.shape == (1, 1) and beta[0, 0] != 3.0  # the tiny updates' KL is far from 0.01
+    np.testing.assert_allclose(np.asarray(output.train_metrics["kl_coef"])[0, 0, 0], 3.0)

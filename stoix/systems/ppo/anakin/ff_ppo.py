@@ -44,6 +44,7 @@ class LearnerState(NamedTuple):
     env_state: Any
     timestep: Any
     obs_norm: RunningStatistics | None = None  # None unless system.normalize_observations
+    loss_state: Any = None  # what a variant's policy loss carries between updates (PPO: none)
 
 
 class PPOTransition(NamedTuple):
@@ -75,6 +76,7 @@ class _UpdateCarry(NamedTuple):
     params: ActorCriticParams
     opt_state: optax.OptState
     key: chex.PRNGKey
+    loss_state: Any = None
 
 
 def _normalize_obs(obs_norm: RunningStatistics | None, obs: Observation) -> Observation:
@@ -130,12 +132,16 @@ def critic_loss(
 def ppo_loss(
     params: ActorCriticParams,
     batch: PPOBatch,
+    loss_state: Any = None,
     *,
     actor_loss_fn: Callable,
     critic_loss_fn: Callable,
     vf_coef: float,
 ) -> tuple[chex.Array, dict[str, chex.Array]]:
-    a_loss, a_metrics = actor_loss_fn(params.actor, batch)
+    if loss_state is None:
+        a_loss, a_metrics = actor_loss_fn(params.actor, batch)
+    else:
+        a_loss, a_metrics = actor_loss_fn(params.actor, batch, loss_state=loss_state)
     c_loss, c_metrics = critic_loss_fn(params.critic, batch)
     return a_loss + vf_coef * c_loss, {**a_metrics, **c_metrics}
 
@@ -148,11 +154,15 @@ def get_learner_fn(
     sizes: AnakinSizes,
     config: DictConfig,
     policy_loss: Callable,
+    update_loss_state: Callable | None = None,
 ) -> Callable[[LearnerState], ExperimentOutput]:
     """One slot's learner: `num_updates_per_eval` updates, each a rollout then PPO epochs.
 
     `policy_loss(actor_params, batch, *, apply_fn, ent_coef, standardize_advantages)` is the
-    actor's loss: PPO's clipped surrogate here; variants (DPO, REINFORCE) pass their own.
+    actor's loss: PPO's clipped surrogate here; variants (DPO, REINFORCE) pass their own. A
+    variant whose loss carries state between updates (PPO-penalty's KL coefficient) also gets
+    `loss_state=` and passes `update_loss_state(loss_state, metrics) -> loss_state`, applied
+    after each update's epochs with that update's mean metrics.
     """
     cfg = config.system
     norm_obs = bool(cfg.normalize_observations)
@@ -199,7 +209,7 @@ def get_learner_fn(
         return state._replace(key=key, env_state=env_state, timestep=timestep), transition
 
     def _update_minibatch(carry: _UpdateCarry, minibatch: PPOBatch) -> tuple[_UpdateCarry, dict]:
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(carry.params, minibatch)
+        grads, metrics = jax.grad(loss_fn, has_aux=True)(carry.params, minibatch, carry.loss_state)
         # NOTE: every replica must take the same step: average over update batches, then devices.
         for axis in sizes.replica_axes:
             grads, metrics = jax.lax.pmean((grads, metrics), axis_name=axis)
@@ -241,17 +251,25 @@ def get_learner_fn(
             target=target,
         )
         batch = jax.tree.map(lambda x: x.reshape(batch_size, *x.shape[2:]), batch)
-        carry = _UpdateCarry(state.params, state.opt_state, state.key)
+        carry = _UpdateCarry(state.params, state.opt_state, state.key, state.loss_state)
         carry, metrics = jax.lax.scan(lambda c, _: _update_epoch(c, batch), carry, None, int(cfg.epochs))
+        metrics = jax.tree.map(jnp.mean, metrics)
+        loss_state = state.loss_state
+        if update_loss_state is not None:
+            loss_state = update_loss_state(loss_state, metrics)
         obs_norm = state.obs_norm
         if norm_obs:
             # Statistics change after the epochs, so each rollout is acted on and learned
             # from with the same normalisation (the first ratio is exactly 1).
             obs_norm = update_statistics(obs_norm, traj.obs.agent_view, sizes.replica_axes)
         state = state._replace(
-            params=carry.params, opt_state=carry.opt_state, key=carry.key, obs_norm=obs_norm
+            params=carry.params,
+            opt_state=carry.opt_state,
+            key=carry.key,
+            obs_norm=obs_norm,
+            loss_state=loss_state,
         )
-        return state, (traj.episode_metrics, jax.tree.map(jnp.mean, metrics))
+        return state, (traj.episode_metrics, metrics)
 
     def learner_fn(state: LearnerState) -> ExperimentOutput:
         state, (episode_metrics, train_metrics) = jax.lax.scan(
@@ -268,6 +286,8 @@ def learner_setup(
     sizes: AnakinSizes,
     key: chex.PRNGKey,
     policy_loss: Callable | None = None,
+    init_loss_state: Any = None,
+    update_loss_state: Callable | None = None,
 ) -> SystemSetup:
     """Validate PPO's sizes, build networks and optimiser, and initialise every replica.
 
@@ -308,9 +328,13 @@ def learner_setup(
         env_key, key = jax.random.split(slot_key)
         env_state, timestep = env.reset(jax.random.split(env_key, sizes.num_envs))
         obs_norm = init_statistics(obs_spec.agent_view.shape) if cfg.normalize_observations else None
-        return LearnerState(params, optimizer.init(params), key, env_state, timestep, obs_norm)
+        return LearnerState(
+            params, optimizer.init(params), key, env_state, timestep, obs_norm, init_loss_state
+        )
 
-    learner_fn = get_learner_fn(env, actor.apply, critic.apply, optimizer, sizes, config, policy_loss)
+    learner_fn = get_learner_fn(
+        env, actor.apply, critic.apply, optimizer, sizes, config, policy_loss, update_loss_state
+    )
     learn = jax.pmap(jax.vmap(learner_fn, axis_name="batch"), axis_name="device", donate_argnums=0)
 
     def act(eval_params: EvalParams, observation: Observation, key: chex.PRNGKey, greedy: bool) -> chex.Array:

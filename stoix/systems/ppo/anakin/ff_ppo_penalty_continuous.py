@@ -1,0 +1,29 @@
+"""PPO-penalty for box action spaces on Anakin (defaults: gymnax Pendulum-v1).
+
+The algorithm is ff_ppo_penalty.py's, unchanged: its learner is generic in the policy distribution.
+What differs is configuration: `network=mlp_continuous` puts a Gaussian squashed into the
+environment's action bounds on the actor (Pendulum's [-2, 2]), so every sampled and greedy
+action is legal. Copy ff_ppo_penalty.py, not this file, to change the algorithm.
+
+    python stoix/systems/ppo/anakin/ff_ppo_penalty_continuous.py env=gymnax/mountain_car_continuous
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from stoix.architectures.anakin import run_from_cli
+from stoix.systems.ppo.anakin.ff_ppo_penalty import learner_setup
+from stoix.utils.config import CONFIG_DIR
+
+
+@hydra.main(
+    config_path=CONFIG_DIR,
+    config_name="default/anakin/default_ff_ppo_penalty_continuous",
+    version_base="1.3",
+)
+def hydra_entry_point(cfg: DictConfig) -> float:
+    return run_from_cli(cfg, learner_setup)
+
+
+if __name__ == "__main__":
+    hydra_entry_point()
