@@ -332,3 +332,21 @@ def test_a_discrete_system_on_a_continuous_environment_names_the_systems_that_fi
         StoixConfigError, match=rf"{system} needs discrete actions.*ff_ddpg, ff_td3, ff_d4pg, ff_sac"
     ):
         run_experiment(cfg, module.learner_setup)
+
+
+def test_td3_moves_the_actor_every_second_critic_step(tmp_path):
+    cfg = config("ff_td3", tmp_path)
+    assert int(cfg.system.actor_update_period) == 2
+    state = setup_of("ff_td3", cfg).learn(setup_of("ff_td3", cfg).learner_state).learner_state
+
+    def adam_count(opt_state):
+        counts = [
+            leaf
+            for path, leaf in jax.tree_util.tree_flatten_with_path(opt_state)[0]
+            if jax.tree_util.keystr(path).endswith(".count")
+        ]
+        return int(np.asarray(counts[0]).ravel()[0])
+
+    critic_steps = int(np.asarray(state.gradient_steps).ravel()[0])
+    assert critic_steps > 2 and adam_count(state.opt_states.critic) == critic_steps
+    assert adam_count(state.opt_states.actor) == critic_steps // 2

@@ -131,8 +131,21 @@ def test_ppo_penalty_kl_coefficient_adaptation_rule():
     from stoix.systems.ppo.anakin.ff_ppo_penalty import adapt_kl_coef
 
     for kl, expected in [(0.001, 0.5), (0.1, 2.0), (0.012, 1.0), (0.0067, 1.0), (0.0066, 0.5), (0.0151, 2.0)]:
-        got = adapt_kl_coef(jnp.asarray(1.0), {"approx_kl": jnp.asarray(kl)}, kl_target=0.01)
+        got = adapt_kl_coef(jnp.asarray(1.0), jnp.asarray(kl), kl_target=0.01)
         assert float(got) == expected, (kl, float(got))
+
+
+def test_ppo_penalty_measures_the_kl_of_the_updated_policy_on_the_whole_rollout():
+    from stoix.systems.ppo.anakin.ff_ppo_penalty import update_kl_coef
+
+    new_probs = jnp.asarray([[0.25, 0.75], [0.25, 0.75]])
+    batch = ff_ppo.PPOBatch(None, jnp.asarray([1, 0]), jnp.log(jnp.asarray([0.5, 0.5])), None, None, None)
+    apply_fn = lambda p, o: distrax.Categorical(probs=new_probs)  # noqa: E731
+    # the KL estimate is 0.1438: above 1.5 x 0.05 beta doubles; inside [0.2 / 1.5, 1.5 x 0.2]
+    # it stays; below 0.5 / 1.5 it halves.
+    assert float(update_kl_coef(jnp.asarray(1.0), None, batch, apply_fn, (), kl_target=0.05)) == 2.0
+    assert float(update_kl_coef(jnp.asarray(1.0), None, batch, apply_fn, (), kl_target=0.2)) == 1.0
+    assert float(update_kl_coef(jnp.asarray(1.0), None, batch, apply_fn, (), kl_target=0.5)) == 0.5
 
 
 def test_ppo_penalty_carries_beta_in_the_learner_state(tmp_path):

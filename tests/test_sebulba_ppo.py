@@ -169,7 +169,7 @@ def test_checkpoints_resume_parameters_and_best_parameters(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Resumed from" in out and "after update 8." in out
     assert out.count("EVAL     step") == 1 and "EVAL     step      1,024" in out
-    # The restored state is what the learner trains on: with a learning rate of 0 the
+    # The restored state is what the learner trains on: with a learning rate of ~0 the
     # parameters saved after the resumed half equal the loaded ones, while the optimiser's
     # step count goes on from the checkpoint's.
     frozen = tmp_path / "frozen"
@@ -179,7 +179,7 @@ def test_checkpoints_resume_parameters_and_best_parameters(tmp_path, capsys):
             *run,
             *load,
             "logger.checkpointing.load_step=1",
-            "system.learning_rate=0.0",
+            "system.learning_rate=1e-30",  # > 0 (validated), and too small to move a float32
             "logger.checkpointing.save_model=true",
             f"logger.checkpointing.save_dir={frozen}",
         )
@@ -268,3 +268,15 @@ def test_sebulba_ppo_learns_gymnasium_cartpole(tmp_path):
     cfg = compose_config("default/sebulba/default_ff_ppo", [f"logger.base_exp_path={tmp_path}"])
     assert int(cfg.arch.total_timesteps) <= 300_000
     assert run_ppo(cfg) >= 400.0
+
+
+def test_any_integer_seed_gives_environment_seeds(tmp_path):
+    # arch.seed=-1 was a 54-line thread traceback (SeedSequence wants a non-negative integer).
+    from stoix.architectures.sebulba import env_seed
+
+    seeds = {
+        seed: env_seed(compose_config("default/sebulba/default_ff_ppo", [f"arch.seed={seed}"]), 0)
+        for seed in (-1, 1, -(2**40), 2**40)
+    }
+    assert len(set(seeds.values())) == 4 and all(0 <= s < 2**30 for s in seeds.values())
+    assert 0.0 < run_ppo(config(tmp_path, "arch.seed=-1")) <= 50.0

@@ -23,6 +23,7 @@ from stoix.utils.checkpointing import Checkpointer, restore
 from stoix.utils.config import exit_on_config_error, require
 from stoix.utils.logger import LogEvent, StoixLogger, describe, validate_logger_config
 from stoix.utils.sizes import AnakinSizes, anakin_sizes
+from stoix.utils.validation import validate_system
 from stoix.wrappers import make_env
 
 SetupFn = Callable[[Any, DictConfig, AnakinSizes, jax.Array], SystemSetup]
@@ -67,6 +68,7 @@ def run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
     Raises StoixConfigError, before anything compiles, for a config that cannot work.
     """
     cfg = copy.deepcopy(cfg)  # nothing below may change the caller's config
+    validate_system(cfg.system)
     sizes = anakin_sizes(cfg.arch, int(cfg.system.rollout_length), jax.device_count())
     validate_logger_config(cfg)
     ckpt_cfg = cfg.logger.checkpointing

@@ -40,6 +40,7 @@ from stoix.utils.config import exit_on_config_error, require
 from stoix.utils.light_import import import_module_lightly
 from stoix.utils.logger import LogEvent, StoixLogger, describe, validate_logger_config
 from stoix.utils.sizes import SebulbaSizes, sebulba_sizes
+from stoix.utils.validation import validate_system
 from stoix.wrappers import make_host_envs
 from stoix.wrappers.host import HostTimeStep, HostVecEnv
 
@@ -94,9 +95,12 @@ def env_seed(cfg: DictConfig, stream: int) -> int:
     """Seed of host env pool `stream` (actor thread i: i; evaluations: large ids).
 
     A pool seeds its environment j with seed + j, so pools seeded seed*1000 + i would share all
-    but one environment; each pool gets its own pseudo-random base instead.
+    but one environment; each pool gets its own pseudo-random base instead. Any integer seed
+    works (SeedSequence wants non-negative entropy, so a negative seed is taken modulo 2**64,
+    which keeps distinct 64-bit seeds distinct).
     """
-    return int(np.random.SeedSequence([int(cfg.arch.seed), stream]).generate_state(1)[0] % 2**30)
+    entropy = [int(cfg.arch.seed) % 2**64, stream]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0] % 2**30)
 
 
 def actor_thread(
@@ -197,6 +201,7 @@ def _restore(cfg: DictConfig, sizes: SebulbaSizes, system: SebulbaSystem, best: 
 
 def run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
     """Train with actor threads and a learner; returns the (absolute) evaluation metric."""
+    validate_system(cfg.system)
     devices = jax.devices()
     sizes = sebulba_sizes(cfg.arch, int(cfg.system.rollout_length), list(range(len(devices))))
     validate_logger_config(cfg)

@@ -77,11 +77,14 @@ def critic_loss(
     actor_apply: Callable,
     critic_apply: Callable,
     gamma: float,
+    log_prob_offset: float = 0.0,
 ) -> tuple[chex.Array, dict[str, chex.Array]]:
     """Each critic's TD error against g + discount * (min_k Q_target_k(s', a') - alpha log pi(a'|s'))
-    with a' ~ pi(s'): the soft value of the bootstrap observation (zero after a termination)."""
+    with a' ~ pi(s'): the soft value of the bootstrap observation (zero after a termination).
+    `log_prob_offset` moves log pi into the [-1, 1] box, the unit every loss here uses."""
     g, discount, next_obs = bootstrap_point(batch, gamma)
     next_action, next_log_prob = actor_apply(params.actor, next_obs).sample_and_log_prob(seed=key)
+    next_log_prob = next_log_prob + log_prob_offset
     q_t = jnp.min(critic_apply(params.target_critic, next_obs, next_action), axis=0)
     v_t = q_t - jnp.exp(params.log_alpha) * next_log_prob
     q_tm1 = critic_apply(critic_params, first(batch.obs), batch.action[:, 0])  # (critics, B)
@@ -101,11 +104,13 @@ def actor_loss(
     *,
     actor_apply: Callable,
     critic_apply: Callable,
+    log_prob_offset: float = 0.0,
 ) -> tuple[chex.Array, dict[str, chex.Array]]:
     """E[alpha log pi(a|s) - min_k Q_k(s, a)] with a reparameterised a ~ pi(s); the log-probs
-    come back (without gradient) for the temperature's loss."""
+    (in the [-1, 1] box, see critic_loss) come back without gradient for the temperature."""
     obs = first(batch.obs)
     action, log_prob = actor_apply(actor_params, obs).sample_and_log_prob(seed=key)
+    log_prob = log_prob + log_prob_offset
     q = jnp.min(critic_apply(params.critic, obs, action), axis=0)
     loss = jnp.mean(jax.lax.stop_gradient(jnp.exp(params.log_alpha)) * log_prob - q)
     return loss, {"actor_loss": loss, "log_prob": jax.lax.stop_gradient(log_prob)}
@@ -125,7 +130,6 @@ def get_learner_fn(
     critic_loss_fn: Callable,
     actor_loss_fn: Callable,
     alpha_loss_fn: Callable,
-    bounds: Any,
     sizes: AnakinSizes,
     config: DictConfig,
 ) -> Callable[[LearnerState], ExperimentOutput]:
@@ -133,9 +137,6 @@ def get_learner_fn(
     then takes `epochs` gradient steps (critics, actor, temperature, targets)."""
     cfg = config.system
     tau = float(cfg.tau)
-    # The actor's log-probs are of actions in [minimum, maximum]; in the [-1, 1] box each
-    # dimension's density is larger by half_range.
-    unit_box_offset = jnp.sum(jnp.log(bounds.half_range))
 
     def _env_step(state: LearnerState, _: Any) -> tuple[LearnerState, tuple[Transition, Any]]:
         # SELECT ACTION: a sample from the squashed Gaussian, inside the bounds by construction
@@ -171,7 +172,7 @@ def get_learner_fn(
 
         # UPDATE ACTOR
         grads, actor_metrics = jax.grad(actor_loss_fn, has_aux=True)(params.actor, params, batch, actor_key)
-        log_prob = actor_metrics.pop("log_prob") + unit_box_offset
+        log_prob = actor_metrics.pop("log_prob")
         grads, actor_metrics = pmean_over((grads, actor_metrics), sizes.replica_axes)
         updates, actor_opt = optimizers.actor.update(grads, opt_states.actor, params.actor)
         actor = optax.apply_updates(params.actor, updates)
@@ -262,7 +263,11 @@ def learner_setup(env: Any, config: DictConfig, sizes: AnakinSizes, key: chex.PR
             timestep=timestep,
         )
 
-    applies = {"actor_apply": actor.apply, "critic_apply": critic.apply}
+    # The actor's log-probs are of actions in [minimum, maximum]; in the [-1, 1] box, where the
+    # entropy target is set, each dimension's density is larger by half_range. Every loss uses
+    # that unit, so the soft values do not get a constant bonus that depends on the box.
+    unit_box_offset = jnp.sum(jnp.log(bounds.half_range))
+    applies = {"actor_apply": actor.apply, "critic_apply": critic.apply, "log_prob_offset": unit_box_offset}
     learner_fn = get_learner_fn(
         env,
         actor.apply,
@@ -271,7 +276,6 @@ def learner_setup(env: Any, config: DictConfig, sizes: AnakinSizes, key: chex.PR
         functools.partial(critic_loss, **applies, gamma=float(cfg.gamma)),
         functools.partial(actor_loss, **applies),
         functools.partial(alpha_loss, target_entropy=target_entropy),
-        bounds,
         sizes,
         config,
     )

@@ -161,8 +161,9 @@ def get_learner_fn(
     `policy_loss(actor_params, batch, *, apply_fn, ent_coef, standardize_advantages)` is the
     actor's loss: PPO's clipped surrogate here; variants (DPO, REINFORCE) pass their own. A
     variant whose loss carries state between updates (PPO-penalty's KL coefficient) also gets
-    `loss_state=` and passes `update_loss_state(loss_state, metrics) -> loss_state`, applied
-    after each update's epochs with that update's mean metrics.
+    `loss_state=` and passes `update_loss_state(loss_state, actor_params, batch, actor_apply,
+    replica_axes) -> loss_state`, applied after each update's epochs with the updated actor
+    and the whole rollout batch (average any statistic over `replica_axes`).
     """
     cfg = config.system
     norm_obs = bool(cfg.normalize_observations)
@@ -256,7 +257,9 @@ def get_learner_fn(
         metrics = jax.tree.map(jnp.mean, metrics)
         loss_state = state.loss_state
         if update_loss_state is not None:
-            loss_state = update_loss_state(loss_state, metrics)
+            loss_state = update_loss_state(
+                loss_state, carry.params.actor, batch, actor_apply, sizes.replica_axes
+            )
         obs_norm = state.obs_norm
         if norm_obs:
             # Statistics change after the epochs, so each rollout is acted on and learned

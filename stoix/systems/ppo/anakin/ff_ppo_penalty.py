@@ -3,12 +3,14 @@
 From ff_ppo.py; what changed is the actor's objective and one number carried between
 updates: instead of clipping the ratio r, the surrogate r * A is penalised by beta times the
 KL divergence between the behaviour and the current policy, and after each update's epochs
-beta adapts to that update's KL (d, the mean over its minibatches):
+beta adapts to the KL d between the behaviour policy and the policy the epochs ended with,
+measured on the whole rollout:
     d < kl_target / 1.5  ->  beta / 2,        d > kl_target * 1.5  ->  beta * 2.
 The KL is estimated from the stored actions as mean((r - 1) - log r), which is non-negative
-and unbiased for KL(old || new). Beta lives in ff_ppo's learner state (`loss_state`), so it
-is checkpointed and resumed with everything else. Continuous actions are configuration
-(ff_ppo_penalty_continuous.py, network=mlp_continuous).
+and unbiased for KL(old || new) (the loss uses the same estimate on each minibatch). Beta
+lives in ff_ppo's learner state (`loss_state`), so it is checkpointed and resumed with
+everything else. Continuous actions are configuration (ff_ppo_penalty_continuous.py,
+network=mlp_continuous).
 
     python stoix/systems/ppo/anakin/ff_ppo_penalty.py
 """
@@ -19,6 +21,7 @@ from typing import Any
 
 import chex
 import hydra
+import jax
 import jax.numpy as jnp
 from omegaconf import DictConfig
 
@@ -54,11 +57,28 @@ def penalty_actor_loss(
     return policy_loss - ent_coef * entropy, metrics
 
 
-def adapt_kl_coef(kl_coef: chex.Array, metrics: dict, *, kl_target: float) -> chex.Array:
+def adapt_kl_coef(kl_coef: chex.Array, kl: chex.Array, *, kl_target: float) -> chex.Array:
     """Halve beta when the update's KL fell below kl_target / 1.5, double it above 1.5 x."""
-    kl = metrics["approx_kl"]
     kl_coef = jnp.where(kl < kl_target / 1.5, kl_coef / 2.0, kl_coef)
     return jnp.where(kl > kl_target * 1.5, kl_coef * 2.0, kl_coef)
+
+
+def update_kl_coef(
+    kl_coef: chex.Array,
+    actor_params: Any,
+    batch: ff_ppo.PPOBatch,
+    apply_fn: Callable,
+    replica_axes: tuple[str, ...],
+    *,
+    kl_target: float,
+) -> chex.Array:
+    """After an update's epochs: KL(behaviour || updated policy) on the whole rollout, averaged
+    over the replicas so every replica keeps the same beta, then the adaptation rule."""
+    log_ratio = apply_fn(actor_params, batch.obs).log_prob(batch.action) - batch.log_prob
+    kl = jnp.mean(jnp.expm1(log_ratio) - log_ratio)
+    for axis in replica_axes:
+        kl = jax.lax.pmean(kl, axis_name=axis)
+    return adapt_kl_coef(kl_coef, kl, kl_target=kl_target)
 
 
 def learner_setup(env: Any, config: DictConfig, sizes: AnakinSizes, key: chex.PRNGKey) -> SystemSetup:
@@ -72,7 +92,7 @@ def learner_setup(env: Any, config: DictConfig, sizes: AnakinSizes, key: chex.PR
         key,
         policy_loss=penalty_actor_loss,
         init_loss_state=jnp.asarray(float(cfg.init_kl_coef), jnp.float32),
-        update_loss_state=functools.partial(adapt_kl_coef, kl_target=float(cfg.kl_target)),
+        update_loss_state=functools.partial(update_kl_coef, kl_target=float(cfg.kl_target)),
     )
 
 
