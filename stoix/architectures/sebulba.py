@@ -66,6 +66,20 @@ class SebulbaSystem(NamedTuple):
     update: Callable[[Any, Any, Any, chex.PRNGKey], tuple[Any, Any, dict]]
 
 
+def policy_act(actor_apply: Callable, greedy: bool) -> Callable:
+    """A jitted `act` for a stochastic policy over ActorCriticParams: (params, observation, key)
+    -> (action, log_prob, next key); the mode when `greedy`. The key is split inside the jitted
+    call, which saves a dispatch per environment step. PPO and IMPALA both act this way."""
+
+    def act(params: Any, observation: Observation, key: chex.PRNGKey) -> tuple:
+        key, policy_key = jax.random.split(key)
+        pi = actor_apply(params.actor, observation)
+        action = pi.mode() if greedy else pi.sample(seed=policy_key)
+        return action, pi.log_prob(action), key
+
+    return jax.jit(act)
+
+
 SetupFn = Callable[[DictConfig, SebulbaSizes, Any, Observation, chex.PRNGKey], SebulbaSystem]
 
 

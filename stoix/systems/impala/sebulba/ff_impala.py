@@ -28,7 +28,7 @@ import optax
 import rlax
 from omegaconf import DictConfig
 
-from stoix.architectures.sebulba import SebulbaSystem, run_from_cli
+from stoix.architectures.sebulba import SebulbaSystem, policy_act, run_from_cli
 from stoix.base_types import ActorCriticParams, Observation
 from stoix.networks.base import make_actor, make_critic
 from stoix.utils.config import CONFIG_DIR
@@ -156,20 +156,12 @@ def learner_setup(
     )
     actor_key, critic_key, learn_key = jax.random.split(key, 3)
     params = ActorCriticParams(actor.init(actor_key, dummy_obs), critic.init(critic_key, dummy_obs))
-    greedy = bool(cfg.arch.evaluation_greedy)
-
-    def _act(params: ActorCriticParams, observation: Observation, key: chex.PRNGKey, greedy: bool) -> tuple:
-        key, policy_key = jax.random.split(key)
-        pi = actor.apply(params.actor, observation)
-        action = pi.mode() if greedy else pi.sample(seed=policy_key)
-        return action, pi.log_prob(action), key
-
     return SebulbaSystem(
         params=params,
         opt_state=optimizer.init(params),
         learn_key=learn_key,
-        act=jax.jit(functools.partial(_act, greedy=False)),
-        act_eval=jax.jit(functools.partial(_act, greedy=greedy)),
+        act=policy_act(actor.apply, greedy=False),
+        act_eval=policy_act(actor.apply, greedy=bool(cfg.arch.evaluation_greedy)),
         record=record,
         update=make_update_fn(actor, critic, optimizer, cfg),
     )

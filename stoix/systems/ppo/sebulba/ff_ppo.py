@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from omegaconf import DictConfig
 
-from stoix.architectures.sebulba import SebulbaSystem, run_from_cli
+from stoix.architectures.sebulba import SebulbaSystem, policy_act, run_from_cli
 from stoix.base_types import ActorCriticParams, Observation
 from stoix.networks.base import make_actor, make_critic
 from stoix.systems.ppo.anakin.ff_ppo import PPOBatch, actor_loss, critic_loss, ppo_loss
@@ -147,21 +147,12 @@ def learner_setup(
     )
     actor_key, critic_key, learn_key = jax.random.split(key, 3)
     params = ActorCriticParams(actor.init(actor_key, dummy_obs), critic.init(critic_key, dummy_obs))
-    greedy = bool(cfg.arch.evaluation_greedy)
-
-    def _act(params: ActorCriticParams, observation: Observation, key: chex.PRNGKey, greedy: bool) -> tuple:
-        """(action, log_prob, next key): the key is split inside, saving a dispatch per step."""
-        key, policy_key = jax.random.split(key)
-        pi = actor.apply(params.actor, observation)
-        action = pi.mode() if greedy else pi.sample(seed=policy_key)
-        return action, pi.log_prob(action), key
-
     return SebulbaSystem(
         params=params,
         opt_state=optimizer.init(params),
         learn_key=learn_key,
-        act=jax.jit(functools.partial(_act, greedy=False)),
-        act_eval=jax.jit(functools.partial(_act, greedy=greedy)),
+        act=policy_act(actor.apply, greedy=False),
+        act_eval=policy_act(actor.apply, greedy=bool(cfg.arch.evaluation_greedy)),
         record=record,
         update=make_update_fn(actor, critic, optimizer, cfg, batch_size),
     )
