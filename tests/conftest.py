@@ -41,6 +41,8 @@ TINY_SYSTEM = {
         "system.warmup_steps=64",
     ],
     # Systems whose keys differ from their family's, by system name.
+    "ff_vmpo": ["system.rollout_length=16", "system.num_minibatches=2", "system.epochs=1"],
+    "ff_vmpo_continuous": ["system.rollout_length=16", "system.num_minibatches=2", "system.epochs=1"],
     "ff_pqn": ["system.rollout_length=16", "system.num_minibatches=2", "system.epochs=1"],
 }
 TINY = [*TINY_ARCH, *TINY_SYSTEM["ppo"]]

@@ -73,6 +73,10 @@ CASES = {
     ),
     # python stoix/systems/vpg/ff_reinforce.py  (1e6 requested, 983,040 run)
     "ff_reinforce_cartpole": ("default/anakin/default_ff_reinforce", ["arch.total_timesteps=1000000"], 400.0),
+    # V-MPO: the defaults. python stoix/systems/mpo/ff_vmpo.py
+    "ff_vmpo_cartpole": ("default/anakin/default_ff_vmpo", ["arch.total_timesteps=500000"], 450.0),
+    # python stoix/systems/mpo/ff_vmpo_continuous.py  (1e6 requested, 983,040 run)
+    "ff_vmpo_continuous_pendulum": ("default/anakin/default_ff_vmpo_continuous", [], -400.0),
     # Continuous off-policy: the defaults, 45,000 steps + 5,000 warm-up = 5e4 in all.
     # python stoix/systems/ddpg/ff_ddpg.py
     "ff_ddpg_pendulum": ("default/anakin/default_ff_ddpg", [], -250.0),
@@ -84,11 +88,20 @@ CASES = {
     "ff_sac_pendulum": ("default/anakin/default_ff_sac", [], -250.0),
 }
 # Budgets (warm-up included) of the issue that set each bar.
-BUDGET = {"ppo": 500_000, "pqn": 500_000, "dpo": 500_000, "reinforce": 1_000_000, "pendulum": 50_000}
+BUDGET = {
+    "vmpo_continuous": 1_000_000,
+    "vmpo": 500_000,
+    "ppo": 500_000,
+    "pqn": 500_000,
+    "dpo": 500_000,
+    "reinforce": 1_000_000,
+    "pendulum": 50_000,
+}
 
 
 def learner_setup_of(config_name):
     from stoix.systems.ddpg import ff_d4pg, ff_ddpg, ff_td3
+    from stoix.systems.mpo import ff_vmpo
     from stoix.systems.ppo.anakin import ff_dpo, ff_ppo, ff_ppo_penalty
     from stoix.systems.q_learning import (
         ff_c51,
@@ -123,6 +136,8 @@ def learner_setup_of(config_name):
         "default/anakin/default_ff_reinforce": ff_reinforce.learner_setup,
         "default/anakin/default_ff_ppo_penalty": ff_ppo_penalty.learner_setup,
         "default/anakin/default_ff_ppo_penalty_continuous": ff_ppo_penalty.learner_setup,
+        "default/anakin/default_ff_vmpo": ff_vmpo.learner_setup,
+        "default/anakin/default_ff_vmpo_continuous": ff_vmpo.learner_setup,
     }[config_name]
 
 
