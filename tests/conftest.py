@@ -40,6 +40,20 @@ TINY_SYSTEM = {
         "system.total_batch_size=16",
         "system.warmup_steps=64",
     ],
+    "awr": [
+        "system.rollout_length=8",
+        "system.epochs=2",
+        "system.total_buffer_size=256",
+        "system.total_batch_size=8",
+        "system.sample_sequence_length=4",
+        "system.warmup_steps=64",
+    ],
+    "mpo": [
+        "system.rollout_length=8",
+        "system.total_buffer_size=256",
+        "system.total_batch_size=16",
+        "system.warmup_steps=64",
+    ],
     # Systems whose keys differ from their family's, by system name.
     "ff_vmpo": ["system.rollout_length=16", "system.num_minibatches=2", "system.epochs=1"],
     "ff_vmpo_continuous": ["system.rollout_length=16", "system.num_minibatches=2", "system.epochs=1"],

@@ -77,6 +77,11 @@ CASES = {
     "ff_vmpo_cartpole": ("default/anakin/default_ff_vmpo", ["arch.total_timesteps=500000"], 450.0),
     # python stoix/systems/mpo/ff_vmpo_continuous.py  (1e6 requested, 983,040 run)
     "ff_vmpo_continuous_pendulum": ("default/anakin/default_ff_vmpo_continuous", [], -400.0),
+    # MPO: the defaults, warm-up included (3e5 and 1e5 steps in all).
+    # python stoix/systems/mpo/ff_mpo.py
+    "ff_mpo_cartpole": ("default/anakin/default_ff_mpo", [], 400.0),
+    # python stoix/systems/mpo/ff_mpo_continuous.py
+    "ff_mpo_continuous_pendulum": ("default/anakin/default_ff_mpo_continuous", [], -300.0),
     # Continuous off-policy: the defaults, 45,000 steps + 5,000 warm-up = 5e4 in all.
     # python stoix/systems/ddpg/ff_ddpg.py
     "ff_ddpg_pendulum": ("default/anakin/default_ff_ddpg", [], -250.0),
@@ -91,6 +96,7 @@ CASES = {
 BUDGET = {
     "vmpo_continuous": 1_000_000,
     "vmpo": 500_000,
+    "mpo_continuous": 100_000,  # after vmpo_continuous: the first key found in a case's name counts
     "ppo": 500_000,
     "pqn": 500_000,
     "dpo": 500_000,
@@ -101,7 +107,7 @@ BUDGET = {
 
 def learner_setup_of(config_name):
     from stoix.systems.ddpg import ff_d4pg, ff_ddpg, ff_td3
-    from stoix.systems.mpo import ff_vmpo
+    from stoix.systems.mpo import ff_mpo, ff_mpo_continuous, ff_vmpo
     from stoix.systems.ppo.anakin import ff_dpo, ff_ppo, ff_ppo_penalty
     from stoix.systems.q_learning import (
         ff_c51,
@@ -137,6 +143,8 @@ def learner_setup_of(config_name):
         "default/anakin/default_ff_ppo_penalty": ff_ppo_penalty.learner_setup,
         "default/anakin/default_ff_ppo_penalty_continuous": ff_ppo_penalty.learner_setup,
         "default/anakin/default_ff_vmpo": ff_vmpo.learner_setup,
+        "default/anakin/default_ff_mpo": ff_mpo.learner_setup,
+        "default/anakin/default_ff_mpo_continuous": ff_mpo_continuous.learner_setup,
         "default/anakin/default_ff_vmpo_continuous": ff_vmpo.learner_setup,
     }[config_name]
 

@@ -1,5 +1,6 @@
-"""The MPO family: V-MPO's E-step, M-step and duals by hand, its KLs, truncation-aware
-advantages, replicas that stay identical, and the wrong action space as one line."""
+"""The MPO family (MPO and V-MPO, discrete and continuous): E-steps, M-steps and duals by
+hand, the KLs, critic targets and advantages on a truncated and a terminated step, replicas
+that stay identical on two devices, and the wrong action space as one line."""
 
 import subprocess
 import sys
@@ -10,11 +11,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, TINY_ARCH, tiny_for
+from conftest import REPO_ROOT, tiny_for
 
 from stoix.architectures.anakin import run_experiment
+from stoix.base_types import Observation
 from stoix.networks.distributions import AffineTanhNormal
-from stoix.systems.mpo import ff_vmpo
+from stoix.systems.ddpg.ff_ddpg import Transition
+from stoix.systems.mpo import ff_mpo, ff_mpo_continuous, ff_vmpo
 from stoix.utils.config import StoixConfigError, compose_config
 from stoix.utils.multistep import truncated_gae
 
@@ -149,28 +152,24 @@ def test_top_k_that_keeps_nothing_is_a_one_line_error(tmp_path):
         run_experiment(config("ff_vmpo", tmp_path, "system.top_k_fraction=0.01"), ff_vmpo.learner_setup)
 
 
-@pytest.mark.parametrize("system", ["ff_vmpo", "ff_vmpo_continuous"])
+@pytest.mark.parametrize("system", ["ff_vmpo", "ff_vmpo_continuous", "ff_mpo", "ff_mpo_continuous"])
 def test_replicas_stay_identical_on_two_devices_with_update_batches(system, tmp_path):
     """Gradients (duals included) are averaged over devices and update batches: after
     learning every replica holds the same parameters, and they moved from the start."""
-    overrides = [
-        *TINY_ARCH,
-        *tiny_for(system)[len(TINY_ARCH) :],
-        "arch.total_num_envs=8",
-        "arch.update_batch_size=2",
-    ]
+    overrides = [*tiny_for(system), "arch.total_num_envs=8", "arch.update_batch_size=2"]
+    module = "ff_vmpo" if system.startswith("ff_vmpo") else system
     script = textwrap.dedent(
         f"""
         import jax, numpy as np
         from stoix.utils.config import compose_config
         from stoix.utils.sizes import anakin_sizes
         from stoix.wrappers import make_env
-        from stoix.systems.mpo import ff_vmpo
+        from stoix.systems.mpo import {module} as module
         assert jax.device_count() == 2
         cfg = compose_config("default/anakin/default_{system}", {overrides!r})
         sizes = anakin_sizes(cfg.arch, int(cfg.system.rollout_length), 2)
         env, _ = make_env(cfg.env)
-        setup = ff_vmpo.learner_setup(env, cfg, sizes, jax.random.PRNGKey(0))
+        setup = module.learner_setup(env, cfg, sizes, jax.random.PRNGKey(0))
         before = jax.device_get(setup.learner_state.params)
         out = setup.learn(setup.learner_state)
         after = jax.device_get(out.learner_state.params)
@@ -188,3 +187,180 @@ def test_replicas_stay_identical_on_two_devices_with_update_batches(system, tmp_
         [sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
+
+
+# MPO ------------------------------------------------------------------------------------
+
+
+def obs(x):
+    x = jnp.asarray(x, jnp.float32)[..., None]
+    return Observation(x, jnp.ones((*x.shape[:-1], 2)), jnp.zeros(x.shape[:-1], jnp.int32))
+
+
+def mpo_batch(action):
+    """(B=2, n=1): truncated (x 1 -> 2, r 1) and terminated (x 3 -> 4, r 2)."""
+    return Transition(
+        obs=obs([[1.0], [3.0]]),
+        action=jnp.asarray(action),
+        reward=jnp.asarray([[1.0], [2.0]]),
+        discount=jnp.asarray([[1.0], [0.0]]),
+        done=jnp.asarray([[True], [True]]),
+        next_obs=obs([[2.0], [4.0]]),
+    )
+
+
+def categorical_actor(probs, observation):
+    return distrax.Categorical(probs=jnp.broadcast_to(probs, (*observation.agent_view.shape[:-1], 2)))
+
+
+def q_table(w, observation):  # Q(s, a) = w * x * (a + 1) for actions 0, 1
+    return w * observation.agent_view * jnp.asarray([1.0, 2.0])
+
+
+def mpo_params(**kw):
+    values = dict(actor=None, critic=None, duals=duals(1.0, 1.0), target_actor=None, target_critic=None)
+    values.update(kw)
+    return ff_mpo.MPOParams(**values)
+
+
+def test_mpo_critic_target_is_the_target_policys_expectation_and_stops_at_termination():
+    params = mpo_params(target_actor=jnp.asarray([0.25, 0.75]), target_critic=1.0)
+    loss, _ = ff_mpo.critic_loss(
+        2.0,
+        params,
+        mpo_batch([[1], [0]]),
+        None,
+        actor_apply=categorical_actor,
+        critic_apply=q_table,
+        gamma=0.9,
+    )
+    # truncated: 1 + 0.9 * (0.25 * 2 + 0.75 * 4) = 4.15 against Q = 2 * 1 * 2 = 4;
+    # terminated: 2 against Q = 2 * 3 * 1 = 6.
+    np.testing.assert_allclose(loss, (0.5 * 0.15**2 + 0.5 * 4.0**2) / 2, rtol=1e-5)
+
+
+def test_mpo_discrete_e_and_m_step_by_hand():
+    prior = jnp.asarray([0.25, 0.75])
+    params = mpo_params(target_actor=prior, critic=1.0)
+    batch = mpo_batch([[0], [0]])
+    loss, metrics = ff_mpo.policy_loss(
+        (prior, duals(2.0, 1.0)),
+        params,
+        batch,
+        None,
+        actor_apply=categorical_actor,
+        critic_apply=q_table,
+        epsilon_temperature=0.1,
+        epsilon_alpha=0.01,
+    )
+    # State x: q(a) ~ prior(a) exp(Q(x, a) / 2) with Q = (x, 2x).
+    m_step, log_partition = 0.0, 0.0
+    for x in (1.0, 3.0):
+        unnormalised = np.asarray([0.25 * np.exp(x / 2), 0.75 * np.exp(x)])
+        weights = unnormalised / unnormalised.sum()
+        m_step += -(weights * np.log([0.25, 0.75])).sum() / 2
+        log_partition += np.log(unnormalised.sum()) / 2
+    temperature_loss = 2.0 * (0.1 + log_partition)
+    np.testing.assert_allclose(metrics["actor_loss"], m_step, rtol=1e-5)
+    np.testing.assert_allclose(metrics["temperature_loss"], temperature_loss, rtol=1e-5)
+    np.testing.assert_allclose(loss, m_step + temperature_loss + 1.0 * 0.01, rtol=1e-5)  # KL 0
+
+
+def test_mpo_dual_gradients_point_the_right_way():
+    batch = mpo_batch([[0], [0]])
+
+    def loss_of(actor, prior, dual):
+        return ff_mpo.policy_loss(
+            (actor, dual),
+            mpo_params(target_actor=prior, critic=1.0),
+            batch,
+            None,
+            actor_apply=categorical_actor,
+            critic_apply=q_table,
+            epsilon_temperature=0.1,
+            epsilon_alpha=0.01,
+        )[0]
+
+    even, skewed = jnp.asarray([0.5, 0.5]), jnp.asarray([0.05, 0.95])
+    assert jax.grad(lambda d: loss_of(skewed, even, d))(duals(1.0, 1.0)).alpha < 0  # KL > bound: raise alpha
+    assert jax.grad(lambda d: loss_of(even, even, d))(duals(1.0, 1.0)).alpha > 0  # KL 0: lower it
+    assert jax.grad(lambda d: loss_of(even, even, d))(duals(0.05, 1.0)).temperature < 0
+    assert jax.grad(lambda d: loss_of(even, even, d))(duals(100.0, 1.0)).temperature > 0
+    # The M-step moves the policy towards the action with the larger Q (action 1).
+    logits_grad = jax.grad(
+        lambda lg: ff_mpo.policy_loss(
+            (lg, duals(1.0, 1e-3)),
+            mpo_params(target_actor=jnp.zeros(2), critic=1.0),
+            batch,
+            None,
+            actor_apply=lambda lg, o: distrax.Categorical(logits=jnp.broadcast_to(lg, (2, 2))),
+            critic_apply=q_table,
+            epsilon_temperature=0.1,
+            epsilon_alpha=0.01,
+        )[0]
+    )(jnp.zeros(2))
+    assert logits_grad[1] < 0 < logits_grad[0]
+
+
+def gaussian_actor(loc_and_scale, observation):
+    loc, scale = loc_and_scale
+    shape = (*observation.agent_view.shape[:-1], 1)
+    return AffineTanhNormal(
+        jnp.broadcast_to(loc, shape), jnp.broadcast_to(scale, shape), jnp.full(1, -2.0), jnp.full(1, 2.0)
+    )
+
+
+def test_mpo_continuous_critic_target_stops_at_termination():
+    # A critic that ignores the action makes the sampled expectation exact: Q(s, a) = w * x.
+    critic = lambda w, o, a: (w * o.agent_view[..., 0])[None]  # noqa: E731
+    params = mpo_params(target_actor=(0.0, 1.0), target_critic=1.0)
+    loss, _ = ff_mpo_continuous.critic_loss(
+        2.0,
+        params,
+        mpo_batch([[[0.5]], [[-0.5]]]),
+        jax.random.PRNGKey(0),
+        actor_apply=gaussian_actor,
+        critic_apply=critic,
+        gamma=0.9,
+        num_samples=4,
+    )
+    # truncated: 1 + 0.9 * 2 = 2.8 against Q = 2; terminated: 2 against Q = 6.
+    np.testing.assert_allclose(loss, (0.5 * 0.8**2 + 0.5 * 4.0**2) / 2, rtol=1e-5)
+
+
+def test_mpo_continuous_m_step_is_decoupled_and_climbs_q():
+    critic = lambda w, o, a: (w * a[..., 0])[None]  # noqa: E731  Q = a: larger actions are better
+    batch = mpo_batch([[[0.0]], [[0.0]]])
+    kwargs = dict(
+        actor_apply=gaussian_actor,
+        critic_apply=critic,
+        epsilon_temperature=0.1,
+        epsilon_alpha=0.01,
+        epsilon_alpha_std=1e-5,
+        num_samples=64,
+    )
+    target = (jnp.asarray(0.0), jnp.asarray(1.0))
+    params = mpo_params(target_actor=target, critic=1.0)
+
+    def loss_of(actor):
+        return ff_mpo_continuous.policy_loss(
+            (actor, duals(1.0, 1e-6, 1e-6)), params, batch, jax.random.PRNGKey(1), **kwargs
+        )
+
+    loss, metrics = loss_of(target)
+    np.testing.assert_allclose([metrics["kl"], metrics["kl_scale"]], [0.0, 0.0], atol=1e-7)
+    grad_loc, _ = jax.grad(lambda a: loss_of(a)[0])(target)
+    assert grad_loc < 0  # descent moves the mean towards larger Q
+    # Q = -a^2 puts the weight on samples near 0: descent shrinks the scale.
+    peaked = dict(kwargs, critic_apply=lambda w, o, a: (-w * a[..., 0] ** 2)[None])
+    _, grad_scale = jax.grad(
+        lambda a: ff_mpo_continuous.policy_loss(
+            (a, duals(1.0, 1e-6, 1e-6)), params, batch, jax.random.PRNGKey(1), **peaked
+        )[0]
+    )(target)
+    assert grad_scale > 0
+    # Decoupling: the mean's KL does not see the scale, the scale's KL does not see the mean.
+    moved = (jnp.asarray(0.3), jnp.asarray(1.5))
+    _, m = loss_of(moved)
+    np.testing.assert_allclose(m["kl"], 0.3**2 / 2, rtol=1e-5)
+    np.testing.assert_allclose(m["kl_scale"], np.log(1.5) + 1 / (2 * 1.5**2) - 0.5, rtol=1e-5)

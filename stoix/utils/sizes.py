@@ -137,10 +137,13 @@ class ReplaySizes:
     sequence_length: int  # transitions per sampled sequence (n for n-step returns)
 
 
-def replay_sizes(system: Any, sizes: AnakinSizes, sequence_length: int) -> ReplaySizes:
+def replay_sizes(
+    system: Any, sizes: AnakinSizes, sequence_length: int, sequence_key: str = "system.n_step"
+) -> ReplaySizes:
     """Split `system.total_buffer_size`, `system.total_batch_size` and `system.warmup_steps`
-    (totals) over learner slots and environments, and validate them (StoixConfigError)."""
-    require(sequence_length >= 1, f"system.n_step={sequence_length} must be >= 1.")
+    (totals) over learner slots and environments, and validate them (StoixConfigError).
+    `sequence_key` names the key that set `sequence_length`, for the messages."""
+    require(sequence_length >= 1, f"{sequence_key}={sequence_length} must be >= 1.")
     buffer_size = per_slot("system.total_buffer_size", system.total_buffer_size, sizes)
     batch_size = per_slot("system.total_batch_size", system.total_batch_size, sizes)
     warmup_per_env = check_divisible(
@@ -149,7 +152,7 @@ def replay_sizes(system: Any, sizes: AnakinSizes, sequence_length: int) -> Repla
     require(
         warmup_per_env >= sequence_length,
         f"system.warmup_steps={system.warmup_steps} leaves {warmup_per_env} steps per environment; "
-        f"sampling {sequence_length}-step sequences needs at least system.n_step*arch.total_num_envs="
+        f"sampling {sequence_length}-step sequences needs at least {sequence_key}*arch.total_num_envs="
         f"{sequence_length * sizes.total_num_envs}.",
     )
     require(
