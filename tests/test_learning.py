@@ -73,6 +73,8 @@ CASES = {
     ),
     # python stoix/systems/vpg/ff_reinforce.py  (1e6 requested, 983,040 run)
     "ff_reinforce_cartpole": ("default/anakin/default_ff_reinforce", ["arch.total_timesteps=1000000"], 400.0),
+    # python stoix/systems/vpg/ff_reinforce_continuous.py  (2e6 requested, 1,996,800 run)
+    "ff_reinforce_continuous_pendulum": ("default/anakin/default_ff_reinforce_continuous", [], -600.0),
     # V-MPO: the defaults. python stoix/systems/mpo/ff_vmpo.py
     "ff_vmpo_cartpole": ("default/anakin/default_ff_vmpo", ["arch.total_timesteps=500000"], 450.0),
     # python stoix/systems/mpo/ff_vmpo_continuous.py  (1e6 requested, 983,040 run)
@@ -91,6 +93,10 @@ CASES = {
     "ff_d4pg_pendulum": ("default/anakin/default_ff_d4pg", [], -250.0),
     # python stoix/systems/sac/ff_sac.py
     "ff_sac_pendulum": ("default/anakin/default_ff_sac", [], -250.0),
+    # AWR: the defaults. python stoix/systems/awr/ff_awr.py  (292,000 + 8,000 warm-up = 3e5)
+    "ff_awr_cartpole": ("default/anakin/default_ff_awr", [], 400.0),
+    # python stoix/systems/awr/ff_awr_continuous.py  (95,000 + 5,000 warm-up = 1e5)
+    "ff_awr_continuous_pendulum": ("default/anakin/default_ff_awr_continuous", [], -300.0),
 }
 # Budgets (warm-up included) of the issue that set each bar.
 BUDGET = {
@@ -100,12 +106,16 @@ BUDGET = {
     "ppo": 500_000,
     "pqn": 500_000,
     "dpo": 500_000,
+    "reinforce_continuous": 2_000_000,
     "reinforce": 1_000_000,
+    "awr_cartpole": 300_000,
+    "awr_continuous": 100_000,
     "pendulum": 50_000,
 }
 
 
 def learner_setup_of(config_name):
+    from stoix.systems.awr import ff_awr, ff_awr_continuous
     from stoix.systems.ddpg import ff_d4pg, ff_ddpg, ff_td3
     from stoix.systems.mpo import ff_mpo, ff_mpo_continuous, ff_vmpo
     from stoix.systems.ppo.anakin import ff_dpo, ff_ppo, ff_ppo_penalty
@@ -137,9 +147,12 @@ def learner_setup_of(config_name):
         "default/anakin/default_ff_td3": ff_td3.learner_setup,
         "default/anakin/default_ff_d4pg": ff_d4pg.learner_setup,
         "default/anakin/default_ff_sac": ff_sac.learner_setup,
+        "default/anakin/default_ff_awr": ff_awr.learner_setup,
+        "default/anakin/default_ff_awr_continuous": ff_awr_continuous.learner_setup,
         "default/anakin/default_ff_dpo": ff_dpo.learner_setup,
         "default/anakin/default_ff_dpo_continuous": ff_dpo.learner_setup,
         "default/anakin/default_ff_reinforce": ff_reinforce.learner_setup,
+        "default/anakin/default_ff_reinforce_continuous": ff_reinforce.learner_setup,
         "default/anakin/default_ff_ppo_penalty": ff_ppo_penalty.learner_setup,
         "default/anakin/default_ff_ppo_penalty_continuous": ff_ppo_penalty.learner_setup,
         "default/anakin/default_ff_vmpo": ff_vmpo.learner_setup,

@@ -7,7 +7,7 @@ import pytest
 
 from stoix.base_types import Observation
 from stoix.networks.distributions import AffineTanhNormal
-from stoix.networks.heads import CategoricalHead, NormalAffineTanhHead
+from stoix.networks.heads import CategoricalHead, NormalAffineTanhHead, NormalHead
 from stoix.networks.torso import CNNTorso, MLPTorso, VisualResNetTorso, max_pool_3x3_stride_2
 from stoix.utils.config import StoixConfigError, compose_config
 
@@ -31,6 +31,18 @@ def test_squashed_normal_log_prob_is_finite_at_the_bounds():
     assert bool(jnp.all(jnp.isfinite(log_prob)))
     # Density of y = 2 tanh(x) at y=0 is N(0; 0, 1) / 2.
     np.testing.assert_allclose(log_prob[1], -0.5 * np.log(2 * np.pi) - np.log(2.0), rtol=1e-5)
+
+
+def test_unsquashed_normal_head_has_exact_gaussian_log_probs_and_a_scale_floor():
+    head = NormalHead(action_dim=1, minimum=-2.0, maximum=2.0, init_log_std=-20.0, min_scale=0.1)
+    x = jnp.ones((3, 4))
+    params = head.init(jax.random.PRNGKey(0), x, None)
+    pi = head.apply(params, x, None)
+    np.testing.assert_allclose(pi.stddev(), 0.1, rtol=1e-5)  # exp(-20) + the floor
+    mean = pi.mode()
+    action = mean + 5.0  # far outside the bounds: still an exact, finite log-probability
+    expected = -0.5 * (5.0 / 0.1) ** 2 - np.log(0.1) - 0.5 * np.log(2 * np.pi)
+    np.testing.assert_allclose(pi.log_prob(action), np.full(3, expected), rtol=1e-5)
 
 
 def test_categorical_head_never_picks_masked_actions():

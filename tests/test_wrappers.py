@@ -9,7 +9,7 @@ from scripted_env import ScriptedEnv
 
 from stoix.utils.config import REPO_ROOT
 from stoix.wrappers import make_env
-from stoix.wrappers.core import AutoReset, RecordEpisodeMetrics, VmapWrapper
+from stoix.wrappers.core import AutoReset, ClipAction, RecordEpisodeMetrics, VmapWrapper
 from stoix.wrappers.gymnax import GYMNAX_ENVIRONMENTS, GymnaxToJumanji
 
 
@@ -113,6 +113,28 @@ def test_pendulum_action_spec_is_bounded():
     spec = eval_env.action_spec
     np.testing.assert_allclose(spec.minimum, [-2.0])
     np.testing.assert_allclose(spec.maximum, [2.0])
+
+
+def test_box_actions_are_clipped_into_the_bounds_before_the_environment_sees_them():
+    class Echo:  # steps to the action it was given
+        observation_spec = None
+        action_spec = type(
+            "Spec", (), {"minimum": np.asarray([-2.0, 0.0]), "maximum": np.asarray([2.0, 1.0])}
+        )()
+
+        def step(self, state, action):
+            return state, action
+
+    _, seen = ClipAction(Echo()).step(None, jnp.asarray([5.0, -3.0]))
+    np.testing.assert_allclose(seen, [2.0, 0.0])
+    _, seen = ClipAction(Echo()).step(None, jnp.asarray([-1.5, 0.25]))  # inside: unchanged
+    np.testing.assert_allclose(seen, [-1.5, 0.25])
+    # Every box environment (training and evaluation) gets it; discrete ones do not.
+    pendulum = OmegaConf.load(REPO_ROOT / "configs/env/gymnax/pendulum.yaml")
+    cartpole = OmegaConf.load(REPO_ROOT / "configs/env/gymnax/cartpole.yaml")
+    assert isinstance(make_env(pendulum)[1], ClipAction)
+    assert isinstance(make_env(pendulum)[0]._env._env._env, ClipAction)
+    assert not isinstance(make_env(cartpole)[1], ClipAction)
 
 
 def test_host_environment_on_anakin_points_to_sebulba():

@@ -61,6 +61,27 @@ class NormalAffineTanhHead(nn.Module):
         return AffineTanhNormal(loc, scale, minimum, maximum)
 
 
+class NormalHead(nn.Module):
+    """An unsquashed diagonal Gaussian around a learned mean, with a learned log standard
+    deviation vector (at least `min_scale`). Its samples can leave the action bounds: the
+    environment wrapper clips what the environment sees (ClipAction), the system learns from
+    the sample itself, so log-probabilities stay exact where a squash would saturate."""
+
+    action_dim: int
+    minimum: float | Sequence[float]
+    maximum: float | Sequence[float]
+    discrete_actions = False
+    init_log_std: float = 0.0
+    min_scale: float = 1e-3
+
+    @nn.compact
+    def __call__(self, x: chex.Array, action_mask: chex.Array) -> distrax.MultivariateNormalDiag:
+        loc = nn.Dense(self.action_dim, kernel_init=orthogonal(0.01))(x)
+        log_std = self.param("log_std", constant(self.init_log_std), (self.action_dim,))
+        scale = jnp.broadcast_to(jnp.exp(log_std) + self.min_scale, loc.shape)
+        return distrax.MultivariateNormalDiag(loc, scale)
+
+
 class DeterministicHead(nn.Module):
     """An action in [minimum, maximum] through tanh (for DDPG-style actors)."""
 

@@ -1,4 +1,5 @@
-"""Wrappers every Anakin environment goes through: episode metrics, auto-reset, vectorisation.
+"""Wrappers every Anakin environment goes through: episode metrics, auto-reset, vectorisation,
+and for box actions a clip into the bounds.
 
 Order matters: `make_env` builds `AutoReset(RecordEpisodeMetrics(env))`, so the metrics see
 the last step of an episode before the reset replaces its observation.
@@ -46,6 +47,16 @@ class Wrapper(_jumanji_env.Environment):
     @property
     def unwrapped(self) -> Any:
         return self._env.unwrapped
+
+
+class ClipAction(Wrapper):
+    """Box actions are clipped into the action spec's bounds before the environment sees them,
+    so a policy whose samples are unbounded (an unsquashed Gaussian) always acts legally; an
+    action inside the bounds passes unchanged. Systems learn from the unclipped sample."""
+
+    def step(self, state: Any, action: chex.Array) -> tuple[Any, Any]:
+        spec = self.action_spec
+        return self._env.step(state, jnp.clip(action, spec.minimum, spec.maximum))
 
 
 class MetricsState(NamedTuple):

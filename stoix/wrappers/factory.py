@@ -10,14 +10,15 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from stoix.utils.config import StoixConfigError
-from stoix.wrappers.core import AutoReset, RecordEpisodeMetrics, VmapWrapper
+from stoix.wrappers.core import AutoReset, ClipAction, RecordEpisodeMetrics, VmapWrapper
 from stoix.wrappers.host import HostVecEnv
 
 SUITES = ("gymnax",)
 
 
 def make_single_env(env_cfg: DictConfig) -> Any:
-    """One un-vectorised environment in Stoix's Jumanji API, without auto-reset."""
+    """One un-vectorised environment in Stoix's Jumanji API, without auto-reset; box actions
+    are clipped into their bounds (ClipAction)."""
     suite = env_cfg.env_name
     kwargs = OmegaConf.to_container(env_cfg.kwargs, resolve=True) if env_cfg.kwargs else {}
     if suite == "gymnax":
@@ -26,7 +27,8 @@ def make_single_env(env_cfg: DictConfig) -> Any:
         env, params = make_gymnax_env(env_cfg.scenario.name, **kwargs)
         if env_cfg.max_episode_steps is not None:
             params = params.replace(max_steps_in_episode=int(env_cfg.max_episode_steps))
-        return GymnaxToJumanji(env, params)
+        env = GymnaxToJumanji(env, params)
+        return env if hasattr(env.action_spec, "num_values") else ClipAction(env)
     if suite in ("envpool", "gymnasium"):
         raise StoixConfigError(
             f"env.env_name={suite!r} is a host environment: Anakin compiles JAX environments "

@@ -1,9 +1,12 @@
 """REINFORCE for box action spaces on Anakin (defaults: gymnax Pendulum-v1).
 
 The algorithm is ff_reinforce.py's, unchanged: its learner is generic in the policy distribution.
-What differs is configuration: `network=mlp_continuous` puts a Gaussian squashed into the
-environment's action bounds on the actor (Pendulum's [-2, 2]), so every sampled and greedy
-action is legal. Copy ff_reinforce.py, not this file, to change the algorithm.
+What differs is configuration: `network=mlp_gaussian` puts an unsquashed Gaussian on the
+actor; the environment clips each sample into the action bounds (Pendulum's [-2, 2]) and the
+gradient uses the sample's own log-probability. A tanh-squashed Gaussian (network=mlp_continuous)
+lets plain policy-gradient steps push the mean into saturation, where every action is the
+bound and the gradient carries no signal. Copy ff_reinforce.py, not this file, to change the
+algorithm.
 
     python stoix/systems/vpg/ff_reinforce_continuous.py env=gymnax/mountain_car_continuous
 """
