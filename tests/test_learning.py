@@ -73,7 +73,7 @@ CASES = {
     ),
     # python stoix/systems/vpg/ff_reinforce.py  (1e6 requested, 983,040 run)
     "ff_reinforce_cartpole": ("default/anakin/default_ff_reinforce", ["arch.total_timesteps=1000000"], 400.0),
-    # python stoix/systems/vpg/ff_reinforce_continuous.py  (2e6 requested, 1,996,800 run)
+    # python stoix/systems/vpg/ff_reinforce_continuous.py  (2e6 requested, 1,999,360 run)
     "ff_reinforce_continuous_pendulum": ("default/anakin/default_ff_reinforce_continuous", [], -600.0),
     # V-MPO: the defaults. python stoix/systems/mpo/ff_vmpo.py
     "ff_vmpo_cartpole": ("default/anakin/default_ff_vmpo", ["arch.total_timesteps=500000"], 450.0),

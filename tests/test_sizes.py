@@ -29,6 +29,11 @@ def test_derived_sizes_and_exact_step_count():
     assert sizes.eval_episodes_per_device == 4
     (warning,) = sizes.warnings()
     assert "99840" in warning and "arch.total_timesteps=100000" in warning
+    # Any multiple of 10 rounds x 128 steps is exact, not only multiples of a round's 9984.
+    assert "nearest it: 99840 or 101120 (any multiple of 10 rounds x 128 steps = 1280)" in warning
+    for budget in (99_840, 101_120):
+        exact = anakin_sizes(arch(update_batch_size=2, total_timesteps=budget), 16, 2)
+        assert exact.total_timesteps == budget and exact.warnings() == []
 
 
 def test_exact_budget_has_no_warning():

@@ -20,7 +20,8 @@ from stoix.base_types import SystemSetup
 from stoix.evaluator import make_evaluator
 from stoix.networks.base import check_torsos_fit
 from stoix.utils.checkpointing import Checkpointer, restore
-from stoix.utils.config import exit_on_config_error, require
+from stoix.utils.config import TrainingDivergedError, exit_on_config_error, require
+from stoix.utils.finite import first_non_finite
 from stoix.utils.logger import LogEvent, StoixLogger, describe, validate_logger_config
 from stoix.utils.sizes import AnakinSizes, anakin_sizes
 from stoix.utils.validation import validate_system
@@ -130,6 +131,22 @@ def run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
         train_s += learn_s
         learner_state = output.learner_state
         steps = (round_index + 1) * sizes.steps_per_eval
+        train_metrics = jax.device_get(output.train_metrics)
+
+        # NaN GUARD: stop before this round is evaluated, logged or checkpointed.
+        bad = first_non_finite(train_metrics, getattr(learner_state, "params", learner_state))
+        if bad is not None:
+            kept = ""
+            if checkpointer is not None:
+                checkpointer.close()
+                if round_index > start_round:
+                    kept = f"; the last finite checkpoint is round {round_index} in {checkpointer.directory}"
+            logger.stop()
+            raise TrainingDivergedError(
+                f"training diverged in round {round_index + 1} of {sizes.num_evaluation} (step {steps}): "
+                f"{bad} is NaN or infinite, so the run stopped without a RESULT{kept}. Try a lower "
+                "learning rate, a tighter system.max_grad_norm, or check the environment's rewards."
+            )
 
         # EVALUATE
         eval_params = setup.actor.eval_params(learner_state)
@@ -149,7 +166,6 @@ def run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
             eta_s=float(np.mean(round_s)) * rounds_left,
         )
         logger.log(act_metrics, steps, LogEvent.ACT)
-        train_metrics = jax.device_get(output.train_metrics)
         logger.log({k: float(np.mean(v)) for k, v in train_metrics.items()}, steps, LogEvent.TRAIN)
         eval_metrics: dict[str, Any] = {
             "episode_return": np.ravel(result.episode_return),

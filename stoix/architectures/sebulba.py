@@ -36,7 +36,8 @@ from stoix.architectures.sebulba_threads import (
 from stoix.base_types import Observation
 from stoix.networks.base import check_torsos_fit
 from stoix.utils.checkpointing import Checkpointer, restore
-from stoix.utils.config import exit_on_config_error, require
+from stoix.utils.config import TrainingDivergedError, exit_on_config_error, require
+from stoix.utils.finite import first_non_finite
 from stoix.utils.light_import import import_module_lightly
 from stoix.utils.logger import LogEvent, StoixLogger, describe, validate_logger_config
 from stoix.utils.sizes import SebulbaSizes, sebulba_sizes
@@ -337,6 +338,21 @@ def run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
             keys = jax.random.split(step_key, sizes.num_learner_devices)
             params_r, opt_state_r, metrics = update(params_r, opt_state_r, traj, keys)
             params_host = jax.device_get(jax.tree.map(lambda x: x[0], params_r))
+            # NaN GUARD: checked after every update, before the actors get the parameters,
+            # so nothing acts on, evaluates or checkpoints a diverged network.
+            bad = first_non_finite(jax.device_get(metrics), params_host)
+            if bad is not None:
+                _log_evaluations(evaluator.finish(float(cfg.arch.eval_timeout_s)))  # earlier rounds' saves
+                if checkpointer is not None:
+                    checkpointer.close()
+                logger.stop()
+                round_index = update_index // sizes.num_updates_per_eval + 1
+                raise TrainingDivergedError(
+                    f"training diverged in round {round_index} of {sizes.num_evaluation} (update "
+                    f"{update_index + 1}): {bad} is NaN or infinite, so the run stopped without a "
+                    "RESULT. Try a lower learning rate, a tighter system.max_grad_norm, or check "
+                    "the environment's rewards."
+                )
             params_server.publish(params_host)
             if update_index == start_update:
                 first_update_done = time.perf_counter()  # compilation is behind us

@@ -109,4 +109,39 @@ def restore(path: str, step: int | None, learner_state_like: Any, best_params_li
         ) from None
     finally:
         manager.close()
+    for name, got, like in (
+        ("learner_state", restored.learner_state, learner_state_like),
+        ("best_params", restored.best_params, best_params_like),
+    ):
+        mismatch = None if like is None else first_mismatch(got, _host(like))  # None: read as saved
+        if mismatch is not None:
+            raise StoixConfigError(
+                f"{key}={path}: checkpoint {step} does not fit this run: {name}{mismatch}. It was "
+                "written with a different system, network or arch.total_num_envs/update_batch_size/"
+                "devices; resume with the same ones, or start afresh without load_model."
+            )
     return Restored(restored.learner_state, restored.best_params, dict(restored.meta))
+
+
+def first_mismatch(restored: Any, like: Any) -> str | None:
+    """Where a restored tree differs from the one this run builds: a different number of
+    leaves (with the keys only one of them has), or the first leaf, by this run's path, whose
+    shape or dtype differs; None when they match. Leaves are compared in order, since orbax
+    may hand back dicts where this run has named tuples."""
+    got = jax.tree_util.tree_flatten_with_path(restored)[0]
+    want = jax.tree_util.tree_flatten_with_path(like)[0]
+    if len(got) != len(want):
+        saved = {jax.tree_util.keystr(p) for p, _ in got}
+        here = {jax.tree_util.keystr(p) for p, _ in want}
+        return (
+            f" has {len(got)} entries in the checkpoint but {len(want)} in this run (only in the "
+            f"checkpoint: {sorted(saved - here)[:3]}; only in this run: {sorted(here - saved)[:3]})"
+        )
+    for (path, x), (_, y) in zip(want, got, strict=True):
+        x, y = np.asarray(x), np.asarray(y)
+        if x.shape != y.shape or x.dtype != y.dtype:
+            return (
+                f"{jax.tree_util.keystr(path)} is {y.dtype}{list(y.shape)} in the checkpoint but "
+                f"{x.dtype}{list(x.shape)} in this run"
+            )
+    return None

@@ -15,6 +15,10 @@ class StoixConfigError(ValueError):
     """A config value that cannot work; the message names the key, the value and the fix."""
 
 
+class TrainingDivergedError(RuntimeError):
+    """A loss or a parameter became NaN or infinite; the message names which and the round."""
+
+
 def require(condition: bool, message: str) -> None:
     if not condition:
         raise StoixConfigError(message)
@@ -31,13 +35,17 @@ def check_divisible(key: str, value: int, divisor: int, divisor_desc: str) -> in
 
 def exit_on_config_error(run: Callable[..., Any], *args: Any) -> Any:
     """`run(*args)` for a script: a StoixConfigError ends the process with one line and exit
-    code 2, not a traceback; Ctrl-C (after `run`'s own clean-up, e.g. Sebulba stopping its
-    threads) with one line and exit code 130."""
+    code 2, not a traceback; a diverged run (TrainingDivergedError) with one line and exit
+    code 3; Ctrl-C (after `run`'s own clean-up, e.g. Sebulba stopping its threads) with one
+    line and exit code 130."""
     try:
         return run(*args)
     except StoixConfigError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    except TrainingDivergedError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(3) from None
     except KeyboardInterrupt:
         print("interrupted: run stopped (Ctrl-C)", file=sys.stderr, flush=True)
         raise SystemExit(130) from None

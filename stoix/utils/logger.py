@@ -210,7 +210,20 @@ def _flat_config(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def validate_logger_config(cfg: DictConfig) -> None:
-    """Check before compiling that every backend switched on has what it needs."""
+    """Check before compiling that every backend switched on has what it needs, and that the
+    results and checkpoint directories can be created (they are, here)."""
+    ckpt_cfg = cfg.logger.get("checkpointing")
+    directories = [("logger.base_exp_path", cfg.logger.base_exp_path)]
+    if ckpt_cfg is not None and ckpt_cfg.get("save_model") and ckpt_cfg.get("save_dir"):
+        directories.append(("logger.checkpointing.save_dir", ckpt_cfg.save_dir))
+    for key, directory in directories:
+        try:
+            Path(str(directory)).expanduser().mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoixConfigError(
+                f"{key}={directory}: the directory cannot be created ({e.strerror or e}); "
+                "point it at a writable directory."
+            ) from None
     kwargs = cfg.logger.kwargs
     if cfg.logger.use_wandb:
         require(

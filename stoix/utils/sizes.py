@@ -45,12 +45,16 @@ class AnakinSizes:
     def warnings(self) -> list[str]:
         if self.total_timesteps == self.requested_timesteps:
             return []
+        # Exact budgets: every round runs the same whole number of updates.
+        quantum = self.num_evaluation * self.steps_per_update
+        below = self.requested_timesteps // quantum * quantum
+        nearest = " or ".join(str(b) for b in (below, below + quantum) if b > 0)
         return [
-            f"arch.total_timesteps={self.requested_timesteps} is not a whole number of "
-            f"evaluation rounds; this run takes exactly {self.total_timesteps} environment steps "
-            f"({self.num_evaluation} rounds x {self.num_updates_per_eval} updates x "
-            f"{self.steps_per_update} steps). For an exact budget use a multiple of "
-            f"{self.steps_per_eval}."
+            f"arch.total_timesteps={self.requested_timesteps} is not a whole number of updates in "
+            f"each of {self.num_evaluation} rounds; this run takes exactly {self.total_timesteps} "
+            f"environment steps ({self.num_evaluation} rounds x {self.num_updates_per_eval} updates x "
+            f"{self.steps_per_update} steps). The exact budgets nearest it: {nearest} (any multiple "
+            f"of {self.num_evaluation} rounds x {self.steps_per_update} steps = {quantum})."
         ]
 
     def describe(self) -> str:
