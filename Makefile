@@ -5,7 +5,7 @@ VENV_PY := .venv/bin/python
 # uv is bootstrapped with pip when it is not on PATH, then run as a module.
 UV := $(shell command -v uv >/dev/null 2>&1 && echo uv || echo "$(PYTHON) -m uv")
 
-.PHONY: install train test test-learning benchmark benchmark-sebulba lint clean
+.PHONY: install train test test-slow test-learning benchmark benchmark-sebulba lint clean
 
 install: .venv/.installed
 
@@ -20,6 +20,9 @@ train: install
 
 test: install
 	$(VENV_PY) -m pytest -n 2 -q
+
+test-slow: install
+	$(VENV_PY) -m pytest -n 2 -q -m slow
 
 test-learning: install
 	$(VENV_PY) -m pytest -m learning -p no:xdist -q -s
