@@ -40,12 +40,43 @@ def test_bad_value_is_one_line_without_traceback(tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith("error: system.num_minibatches=3")
 
 
-def test_mistyped_key_is_a_short_hydra_error(tmp_path):
+def test_mistyped_key_is_one_line_naming_the_nearest_key(tmp_path):
     proc = run_script(PPO, [*TINY, "arch.totl_num_envs=8"], cwd=tmp_path)
-    assert proc.returncode != 0
-    assert "totl_num_envs" in proc.stderr
-    assert "not in struct" in proc.stderr and "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) <= 8
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [
+        "error: arch.totl_num_envs=8: arch.totl_num_envs is not a key of this config; "
+        "did you mean arch.total_num_envs?"
+    ]
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("system.learning_rat=1e-3", "did you mean system.learning_rate or system.decay_learning_rates?"),
+        ("sytem.gamma=0.9", "did you mean system.gamma?"),
+        ("env=gymnax/cartpol", "there is no env option 'gymnax/cartpol'; did you mean env=gymnax/cartpole?"),
+        ("network=mlp_contnuous", "did you mean network=mlp_continuous?"),
+    ],
+)
+def test_override_error_messages(override, expected, capsys):
+    from stoix.utils.config import check_overrides
+
+    with pytest.raises(SystemExit):
+        check_overrides("default/anakin/default_ff_ppo", [*TINY, override])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {override}: ") and expected in lines[0], lines
+    if override.startswith("env="):
+        assert "the options: " in lines[0] and "gymnax/acrobot" in lines[0]
+
+
+def test_valid_overrides_and_hydra_flags_pass_the_check():
+    from stoix.utils.config import check_overrides
+
+    check_overrides("default/anakin/default_ff_ppo", [*TINY, "env=gymnax/acrobot", "system.gamma=0.9"])
+    check_overrides(
+        "default/anakin/default_ff_ppo", ["-m", "arch.seed=1,2", "system.learning_rat=1"]
+    )  # Hydra's
 
 
 @pytest.mark.parametrize(

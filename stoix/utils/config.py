@@ -57,3 +57,67 @@ def compose_config(config_name: str, overrides: Sequence[str] | None = None) -> 
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose(config_name=config_name, overrides=list(overrides or []))
+
+
+def check_overrides(config_name: str, argv: Sequence[str] | None = None) -> None:
+    """Compose the entry config with the command line's overrides before Hydra does, and turn
+    a composition error into one or two lines, exit code 2: a mistyped key gets the nearest
+    keys that exist, a group option that does not exist gets the options there are. Runs with
+    Hydra's own flags (-m, --cfg, --help, ...) are left to Hydra."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(arg.startswith("-") for arg in argv):
+        return
+    overrides = [arg for arg in argv if "=" in arg]
+    try:
+        compose_config(config_name, overrides)
+    except Exception as e:  # Hydra and OmegaConf raise several types for a bad override
+        message = _explain_override_error(config_name, overrides, e)
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+def _group_options(group: str) -> list[str]:
+    directory = Path(CONFIG_DIR) / group
+    return sorted(str(p.relative_to(directory).with_suffix("")) for p in directory.rglob("*.yaml"))
+
+
+def _explain_override_error(config_name: str, overrides: list[str], error: Exception) -> str:
+    import difflib
+
+    from omegaconf import DictConfig, OmegaConf
+
+    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    for override in overrides:
+        try:
+            compose_config(config_name, [override])
+            continue
+        except Exception:  # this override alone fails: explain it
+            pass
+        key, value = override.split("=", 1)
+        if key.startswith(("+", "~")):
+            return f"{override}: {first_line}"
+        if (Path(CONFIG_DIR) / key).is_dir():  # a config group: env=, network=, system=, ...
+            options = _group_options(key)
+            close = difflib.get_close_matches(value, options, n=1, cutoff=0.5)
+            hint = f"did you mean {key}={close[0]}? " if close else ""
+            return f"{override}: there is no {key} option {value!r}; {hint}the options: {', '.join(options)}."
+        config = compose_config(config_name, [])
+        parts = key.split(".")
+        depth = 0  # the deepest prefix of the key that exists
+        while depth < len(parts) and isinstance(
+            OmegaConf.select(config, ".".join(parts[: depth + 1])), DictConfig
+        ):
+            depth += 1
+        node = OmegaConf.select(config, ".".join(parts[:depth])) if depth else config
+        if depth < len(parts) and isinstance(node, DictConfig) and parts[depth] not in node:
+            prefix = ".".join(parts[:depth])
+            names = [str(k) for k in node.keys()]
+            close = difflib.get_close_matches(parts[depth], names, n=3, cutoff=0.6)
+            where = f"{prefix}." if prefix else ""
+            rest = "".join(f".{p}" for p in parts[depth + 1 :])
+            problem = f"{override}: {key} is not a key of this config"
+            if close:
+                return f"{problem}; did you mean {' or '.join(where + c + rest for c in close)}?"
+            return f"{problem}; the keys under {prefix or 'the top'}: {', '.join(names)}."
+        return f"{override}: {first_line}"
+    return first_line

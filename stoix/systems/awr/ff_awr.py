@@ -31,7 +31,7 @@ from stoix.architectures.anakin import init_learner_state, run_from_cli
 from stoix.base_types import ActorApply, ActorCriticParams, ExperimentOutput, Observation, SystemSetup
 from stoix.networks.base import make_actor, make_critic
 from stoix.utils.action_spaces import require_action_space
-from stoix.utils.config import CONFIG_DIR
+from stoix.utils.config import CONFIG_DIR, check_overrides
 from stoix.utils.sizes import AnakinSizes, replay_sizes
 
 # NOTE: a tanh-squashed Gaussian gives an action on its bound a log-probability of +-inf
@@ -390,4 +390,5 @@ def hydra_entry_point(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    check_overrides("default/anakin/default_ff_awr")
     hydra_entry_point()

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from stoix.architectures.anakin import run_from_cli
 from stoix.base_types import SystemSetup
 from stoix.systems.awr import ff_awr
-from stoix.utils.config import CONFIG_DIR
+from stoix.utils.config import CONFIG_DIR, check_overrides
 from stoix.utils.sizes import AnakinSizes
 
 
@@ -33,4 +33,5 @@ def hydra_entry_point(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    check_overrides("default/anakin/default_ff_awr_continuous")
     hydra_entry_point()

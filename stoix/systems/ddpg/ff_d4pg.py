@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from stoix.architectures.anakin import run_from_cli
 from stoix.systems.ddpg import ff_ddpg
-from stoix.utils.config import CONFIG_DIR
+from stoix.utils.config import CONFIG_DIR, check_overrides
 
 
 # ALGO LOGIC: the only change from ff_ddpg.py.
@@ -63,4 +63,5 @@ def hydra_entry_point(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    check_overrides("default/anakin/default_ff_d4pg")
     hydra_entry_point()

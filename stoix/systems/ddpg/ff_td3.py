@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from stoix.architectures.anakin import run_from_cli
 from stoix.base_types import SystemSetup
 from stoix.systems.ddpg import ff_ddpg
-from stoix.utils.config import CONFIG_DIR, require
+from stoix.utils.config import CONFIG_DIR, check_overrides, require
 from stoix.utils.sizes import AnakinSizes
 
 
@@ -78,4 +78,5 @@ def hydra_entry_point(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    check_overrides("default/anakin/default_ff_td3")
     hydra_entry_point()

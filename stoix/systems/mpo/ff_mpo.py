@@ -38,7 +38,7 @@ from stoix.systems.ddpg.ff_ddpg import Transition, bootstrap_point, first, make_
 from stoix.systems.mpo.ff_vmpo import VMPODuals as MPODuals
 from stoix.systems.mpo.ff_vmpo import project_dual, unproject_dual
 from stoix.utils.action_spaces import require_action_space
-from stoix.utils.config import CONFIG_DIR
+from stoix.utils.config import CONFIG_DIR, check_overrides
 from stoix.utils.sizes import AnakinSizes
 
 
@@ -352,4 +352,5 @@ def hydra_entry_point(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    check_overrides("default/anakin/default_ff_mpo")
     hydra_entry_point()

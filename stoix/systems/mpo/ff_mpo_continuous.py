@@ -35,7 +35,7 @@ from stoix.networks.base import make_q_critics
 from stoix.systems.ddpg.ff_ddpg import Transition, bootstrap_point, first
 from stoix.systems.mpo import ff_mpo
 from stoix.systems.mpo.ff_vmpo import policy_kls, project_dual
-from stoix.utils.config import CONFIG_DIR
+from stoix.utils.config import CONFIG_DIR, check_overrides
 from stoix.utils.sizes import AnakinSizes
 
 
@@ -153,4 +153,5 @@ def hydra_entry_point(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    check_overrides("default/anakin/default_ff_mpo_continuous")
     hydra_entry_point()

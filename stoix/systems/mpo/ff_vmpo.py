@@ -35,7 +35,7 @@ from stoix.architectures.anakin import init_learner_state, run_from_cli
 from stoix.base_types import ActorApply, ExperimentOutput, Observation, SystemSetup
 from stoix.networks.base import make_actor, make_critic
 from stoix.networks.distributions import AffineTanhNormal
-from stoix.utils.config import CONFIG_DIR, require
+from stoix.utils.config import CONFIG_DIR, check_overrides, require
 from stoix.utils.multistep import truncated_gae
 from stoix.utils.running_statistics import (
     RunningStatistics,
@@ -387,4 +387,5 @@ def hydra_entry_point(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    check_overrides("default/anakin/default_ff_vmpo")
     hydra_entry_point()

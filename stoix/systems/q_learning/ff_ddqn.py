@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from stoix.architectures.anakin import run_from_cli
 from stoix.systems.q_learning import ff_dqn
-from stoix.utils.config import CONFIG_DIR
+from stoix.utils.config import CONFIG_DIR, check_overrides
 from stoix.utils.multistep import n_step_bootstrap
 
 
@@ -57,4 +57,5 @@ def hydra_entry_point(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    check_overrides("default/anakin/default_ff_ddqn")
     hydra_entry_point()

@@ -29,7 +29,7 @@ from stoix.architectures.anakin import init_learner_state, run_from_cli
 from stoix.base_types import ActorApply, ExperimentOutput, Observation, SystemSetup
 from stoix.networks.base import make_actor
 from stoix.utils.action_spaces import require_action_space
-from stoix.utils.config import CONFIG_DIR, require
+from stoix.utils.config import CONFIG_DIR, check_overrides, require
 from stoix.utils.multistep import n_step_bootstrap
 from stoix.utils.sizes import AnakinSizes, replay_sizes
 
@@ -316,4 +316,5 @@ def hydra_entry_point(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    check_overrides("default/anakin/default_ff_dqn")
     hydra_entry_point()

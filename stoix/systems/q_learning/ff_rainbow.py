@@ -38,7 +38,7 @@ from stoix.systems.q_learning.ff_dqn import (
     warm_up,
 )
 from stoix.utils.action_spaces import require_action_space
-from stoix.utils.config import CONFIG_DIR, require
+from stoix.utils.config import CONFIG_DIR, check_overrides, require
 from stoix.utils.multistep import n_step_bootstrap
 from stoix.utils.sizes import AnakinSizes, replay_sizes
 
@@ -241,4 +241,5 @@ def hydra_entry_point(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    check_overrides("default/anakin/default_ff_rainbow")
     hydra_entry_point()

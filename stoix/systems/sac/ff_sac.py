@@ -34,7 +34,7 @@ from stoix.systems.ddpg.ff_ddpg import (
     pmean_over,
     warm_up,
 )
-from stoix.utils.config import CONFIG_DIR, require
+from stoix.utils.config import CONFIG_DIR, check_overrides, require
 from stoix.utils.sizes import AnakinSizes
 
 
@@ -298,4 +298,5 @@ def hydra_entry_point(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    check_overrides("default/anakin/default_ff_sac")
     hydra_entry_point()

@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 from stoix.architectures.sebulba import SebulbaSystem, policy_act, run_from_cli
 from stoix.base_types import ActorCriticParams, Observation
 from stoix.networks.base import make_actor, make_critic
-from stoix.utils.config import CONFIG_DIR
+from stoix.utils.config import CONFIG_DIR, check_overrides
 from stoix.utils.sizes import SebulbaSizes
 from stoix.wrappers.host import HostTimeStep
 
@@ -173,4 +173,5 @@ def hydra_entry_point(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    check_overrides("default/sebulba/default_ff_impala")
     hydra_entry_point()

@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from stoix.architectures.anakin import run_from_cli
 from stoix.base_types import SystemSetup
 from stoix.systems.ppo.anakin import ff_ppo
-from stoix.utils.config import CONFIG_DIR, require
+from stoix.utils.config import CONFIG_DIR, check_overrides, require
 from stoix.utils.sizes import AnakinSizes
 
 
@@ -81,4 +81,5 @@ def hydra_entry_point(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    check_overrides("default/anakin/default_ff_dpo")
     hydra_entry_point()

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from stoix.architectures.anakin import run_from_cli
 from stoix.systems.ppo.anakin.ff_dpo import learner_setup
-from stoix.utils.config import CONFIG_DIR
+from stoix.utils.config import CONFIG_DIR, check_overrides
 
 
 @hydra.main(
@@ -26,4 +26,5 @@ def hydra_entry_point(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    check_overrides("default/anakin/default_ff_dpo_continuous")
     hydra_entry_point()

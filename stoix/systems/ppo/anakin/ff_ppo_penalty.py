@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 from stoix.architectures.anakin import run_from_cli
 from stoix.base_types import SystemSetup
 from stoix.systems.ppo.anakin import ff_ppo
-from stoix.utils.config import CONFIG_DIR, require
+from stoix.utils.config import CONFIG_DIR, check_overrides, require
 from stoix.utils.sizes import AnakinSizes
 
 
@@ -102,4 +102,5 @@ def hydra_entry_point(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    check_overrides("default/anakin/default_ff_ppo_penalty")
     hydra_entry_point()

@@ -27,7 +27,7 @@ from stoix.architectures.sebulba import SebulbaSystem, policy_act, run_from_cli
 from stoix.base_types import ActorCriticParams, Observation
 from stoix.networks.base import make_actor, make_critic
 from stoix.systems.ppo.anakin.ff_ppo import PPOBatch, actor_loss, critic_loss, ppo_loss
-from stoix.utils.config import CONFIG_DIR, require
+from stoix.utils.config import CONFIG_DIR, check_overrides, require
 from stoix.utils.multistep import truncated_gae
 from stoix.utils.sizes import SebulbaSizes
 from stoix.wrappers.host import HostTimeStep
@@ -164,4 +164,5 @@ def hydra_entry_point(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    check_overrides("default/sebulba/default_ff_ppo")
     hydra_entry_point()
