@@ -15,13 +15,13 @@ from conftest import REPO_ROOT, anakin_script, tiny_for
 from stoix.architectures.anakin import run_experiment
 from stoix.utils.config import compose_config
 
-# The fast suite resumes one learner per kind of state; `make test-slow` resumes the rest.
+# The fast suite resumes the loss-state and prioritised-replay learners; `make test-slow` the rest.
 slow = pytest.mark.slow
 SYSTEMS = [
     "ff_ppo_penalty",  # PPO's loss state (the KL coefficient)
     "ff_rainbow",  # prioritised replay: the buffer and its priorities, noisy nets
-    "ff_mpo",  # target networks and duals
-    "ff_vmpo_continuous",  # on-policy duals, observation statistics
+    pytest.param("ff_mpo", marks=slow),  # target networks and duals
+    pytest.param("ff_vmpo_continuous", marks=slow),  # on-policy duals, observation statistics
     pytest.param("ff_reinforce_continuous", marks=slow),
     pytest.param("ff_dqn", marks=slow),
     pytest.param("ff_c51", marks=slow),
