@@ -56,6 +56,13 @@ class SebulbaSystem(NamedTuple):
     axis and splits them over the learner devices.
     `update(params, opt_state, trajectory, key) -> (params, opt_state, metrics)` is `pmap`ped
     over the learner devices with axis name "device" (average gradients over it).
+
+    A recurrent system sets `init_carry(num_envs)`, the memory an episode starts from. Its
+    `act` and `act_eval` then take and return that memory:
+    `(params, observation, key, carry, reset) -> (action, aux, key, carry)`, where `reset`
+    (envs,) marks observations that start an episode (the memory is zeroed before them). Actor
+    threads keep the memory from one rollout to the next, and `update` gets a
+    `RecurrentTrajectory`: the stacked steps and the memory the rollout started from.
     """
 
     params: Any  # initial parameters, one copy
@@ -65,6 +72,24 @@ class SebulbaSystem(NamedTuple):
     act_eval: Callable[[Any, Observation, chex.PRNGKey], tuple[Any, Any, chex.PRNGKey]]
     record: Callable[[Observation, np.ndarray, Any, HostTimeStep], Any]
     update: Callable[[Any, Any, Any, chex.PRNGKey], tuple[Any, Any, dict]]
+    init_carry: Callable[[int], Any] | None = None  # None: a feed-forward system
+
+
+class RecurrentTrajectory(NamedTuple):
+    """A recurrent system's rollout: its steps and the memory `act` held before the first one."""
+
+    # Leaves shaped (1, envs, ...): the environment axis is axis 1, as in `steps`, so the loop
+    # concatenates actors' rollouts and splits them over learner devices the same way.
+    initial_carry: Any
+    steps: Any  # the system's trajectory type, leaves shaped (rollout_length, envs, ...)
+
+
+def act_step(act: Callable, params: Any, observation: Any, key: Any, carry: Any, reset: Any) -> tuple:
+    """One call of a system's `act` -> (action, aux, key, carry); a feed-forward system (carry
+    None) is called without memory and None passes through."""
+    if carry is None:
+        return (*act(params, observation, key), None)
+    return act(params, observation, key, carry, reset)
 
 
 def policy_act(actor_apply: Callable, greedy: bool) -> Callable:
@@ -134,6 +159,11 @@ def actor_thread(
     env = make_host_envs(cfg.env, sizes.envs_per_actor, seed)
     key = jax.device_put(jax.random.PRNGKey(seed), device)
     timestep = env.reset()
+    # A recurrent system's memory lives here between rollouts; `reset` flags the observations
+    # that start an episode: all at first, then the previous step's `last` (with same-step
+    # auto-reset the observation after an end is the next episode's first).
+    carry = None if system.init_carry is None else jax.device_put(system.init_carry(env.num_envs), device)
+    reset = np.ones(env.num_envs, bool)
     params, version = None, -1
     for update in range(num_rollouts):
         # NOTE: synchronous actors wait for the parameters of update `update`; asynchronous ones
@@ -143,17 +173,24 @@ def actor_thread(
             return
         if latest[1] != version:
             params, version = jax.device_put(latest[0], device), latest[1]
-        steps, episode_returns = [], []
+        steps, episode_returns, initial_carry = [], [], carry
         for _ in range(sizes.rollout_length):
-            action, aux, key = system.act(params, jax.device_put(timestep.observation, device), key)
+            observation = jax.device_put(timestep.observation, device)
+            action, aux, key, carry = act_step(system.act, params, observation, key, carry, reset)
             action, aux = np.asarray(action), jax.tree.map(np.asarray, aux)
             next_timestep = env.step(action)
             steps.append(system.record(timestep.observation, action, aux, next_timestep))
             metrics = next_timestep.episode_metrics
             episode_returns.append(metrics.episode_return[metrics.is_terminal_step])
-            timestep = next_timestep
+            timestep, reset = next_timestep, next_timestep.last
+        trajectory = jax.tree.map(lambda *xs: np.stack(xs), *steps)
+        if initial_carry is not None:
+            # NOTE: only the rollout's initial memory travels (not every step's): the learner
+            # replays the rollout from it.
+            initial_carry = jax.tree.map(lambda x: np.asarray(x)[None], initial_carry)
+            trajectory = RecurrentTrajectory(initial_carry, trajectory)
         rollout = Rollout(
-            trajectory=jax.tree.map(lambda *xs: np.stack(xs), *steps),
+            trajectory=trajectory,
             episode_return=np.concatenate(episode_returns),
             params_version=version,
         )
@@ -163,22 +200,33 @@ def actor_thread(
 
 
 def evaluate(
-    cfg: DictConfig, act: Callable, params: Any, device: Any, num_episodes: int, seed: int
+    cfg: DictConfig,
+    act: Callable,
+    params: Any,
+    device: Any,
+    num_episodes: int,
+    seed: int,
+    init_carry: Callable[[int], Any] | None = None,
 ) -> np.ndarray:
     """Returns of `num_episodes` whole episodes (one per environment), on the host.
 
     Returns are the environments' episode metrics, so an Atari game counts its unclipped
-    score over all its lives.
+    score over all its lives. A recurrent policy (`init_carry` set) starts from its initial
+    memory and carries it step by step, reset where training resets it (after `last`).
     """
     env = make_host_envs(cfg.env, num_episodes, seed)
     timestep = env.reset()
     returns = np.zeros(num_episodes, np.float32)
     finished = np.zeros(num_episodes, bool)
     key = jax.random.PRNGKey(seed)
+    carry = None if init_carry is None else jax.device_put(init_carry(num_episodes), device)
+    reset = np.ones(num_episodes, bool)
     for _ in range(int(cfg.arch.eval_step_cap)):
-        action, _, key = act(params, jax.device_put(timestep.observation, device), key)
+        observation = jax.device_put(timestep.observation, device)
+        action, _, key, carry = act_step(act, params, observation, key, carry, reset)
         action = np.asarray(action)
         timestep = env.step(action)
+        reset = timestep.last
         metrics = timestep.episode_metrics
         newly = metrics.is_terminal_step & ~finished
         returns[newly] = metrics.episode_return[newly]
@@ -296,6 +344,7 @@ def run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
             eval_device,
             int(cfg.arch.num_eval_episodes),
             env_seed(cfg, 1_000_000 + step),
+            system.init_carry,
         )
 
     def _save(step: int, updates_done: int, state: Any) -> None:
@@ -319,6 +368,7 @@ def run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
     evaluator = AsyncEvaluator(_evaluate, lifetime)
     start, episode_returns = time.perf_counter(), []
     first_update_done = training_done = start
+    print(f"{len(threads)} actor thread(s) started; waiting for their first rollouts...", flush=True)
     try:
         for update_index in range(start_update, sizes.num_updates):
             rollouts = []
@@ -336,6 +386,15 @@ def run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
             traj = jax.tree.map(lambda x: np.stack(np.split(x, sizes.num_learner_devices, axis=1)), traj)
             learn_key, step_key = jax.random.split(learn_key)
             keys = jax.random.split(step_key, sizes.num_learner_devices)
+            if update_index == start_update:
+                # PROGRESS: a large network's first update (compile + run) can take minutes on a
+                # CPU; say so rather than look hung.
+                first_update_start = time.perf_counter()
+                print(
+                    f"first rollouts in after {time.perf_counter() - start:.1f} s; compiling and "
+                    f"running the learner step (update 1 of {sizes.num_updates - start_update})...",
+                    flush=True,
+                )
             params_r, opt_state_r, metrics = update(params_r, opt_state_r, traj, keys)
             params_host = jax.device_get(jax.tree.map(lambda x: x[0], params_r))
             # NaN GUARD: checked after every update, before the actors get the parameters,
@@ -356,6 +415,8 @@ def run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
             params_server.publish(params_host)
             if update_index == start_update:
                 first_update_done = time.perf_counter()  # compilation is behind us
+                took = first_update_done - first_update_start
+                print(f"update 1 took {took:.1f} s (compilation included).", flush=True)
 
             is_eval = (update_index + 1) % sizes.num_updates_per_eval == 0
             if is_eval or update_index == start_update:  # the first update shows that it trains
@@ -418,6 +479,7 @@ def run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
             eval_device,
             10 * int(cfg.arch.num_eval_episodes),
             env_seed(cfg, 2**31 - 1),
+            system.init_carry,
         )
         final, source = (
             float(np.mean(returns)),

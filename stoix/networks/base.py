@@ -47,10 +47,11 @@ def make_actor(actor_cfg: Any, action_spec: Any) -> FeedForwardActor:
     head_cls = hydra.utils.get_class(actor_cfg.action_head._target_)
     if getattr(head_cls, "discrete_actions", discrete) != discrete:
         kind = "discrete" if discrete else "continuous"
+        family = "rnn" if "rnn" in actor_cfg else "mlp"
         raise StoixConfigError(
             f"network.actor_network.action_head._target_={actor_cfg.action_head._target_} does "
             f"not fit this environment's {kind} actions; pick a network for {kind} actions "
-            f"(e.g. network={'mlp' if discrete else 'mlp_continuous'})."
+            f"(e.g. network={family if discrete else family + '_continuous'})."
         )
     if discrete:
         head_kwargs = {"action_dim": int(action_spec.num_values)}

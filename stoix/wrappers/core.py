@@ -59,6 +59,33 @@ class ClipAction(Wrapper):
         return self._env.step(state, jnp.clip(action, spec.minimum, spec.maximum))
 
 
+class ObservationSubset(Wrapper):
+    """Shows the agent only `indices` of a flat observation: a fully observed task made
+    partially observable (CartPole without its velocities), so that memory is needed."""
+
+    def __init__(self, env: Any, indices: tuple[int, ...]):
+        super().__init__(env)
+        self._indices = jnp.asarray(indices, jnp.int32)
+
+    def _hide(self, timestep: Any) -> Any:
+        obs = timestep.observation
+        return timestep.replace(observation=obs._replace(agent_view=obs.agent_view[..., self._indices]))
+
+    def reset(self, key: chex.PRNGKey) -> tuple[Any, Any]:
+        state, timestep = self._env.reset(key)
+        return state, self._hide(timestep)
+
+    def step(self, state: Any, action: chex.Array) -> tuple[Any, Any]:
+        state, timestep = self._env.step(state, action)
+        return state, self._hide(timestep)
+
+    @cached_property
+    def observation_spec(self) -> Any:
+        spec = self._env.observation_spec
+        view = spec.agent_view
+        return spec.replace(agent_view=view.replace(shape=(*view.shape[:-1], int(self._indices.shape[0]))))
+
+
 class MetricsState(NamedTuple):
     env_state: Any
     running_return: chex.Array

@@ -10,7 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from stoix.utils.config import StoixConfigError
-from stoix.wrappers.core import AutoReset, ClipAction, RecordEpisodeMetrics, VmapWrapper
+from stoix.wrappers.core import AutoReset, ClipAction, ObservationSubset, RecordEpisodeMetrics, VmapWrapper
 from stoix.wrappers.host import HostVecEnv
 
 SUITES = ("gymnax",)
@@ -18,16 +18,19 @@ SUITES = ("gymnax",)
 
 def make_single_env(env_cfg: DictConfig) -> Any:
     """One un-vectorised environment in Stoix's Jumanji API, without auto-reset; box actions
-    are clipped into their bounds (ClipAction)."""
+    are clipped into their bounds (ClipAction). `env.env_params` overrides the suite's
+    environment parameters; `env.observation_indices` hides the rest of a flat observation."""
     suite = env_cfg.env_name
     kwargs = OmegaConf.to_container(env_cfg.kwargs, resolve=True) if env_cfg.kwargs else {}
     if suite == "gymnax":
         from stoix.wrappers.gymnax import GymnaxToJumanji, make_gymnax_env
 
         env, params = make_gymnax_env(env_cfg.scenario.name, **kwargs)
+        params = _with_env_params(params, env_cfg)
         if env_cfg.max_episode_steps is not None:
             params = params.replace(max_steps_in_episode=int(env_cfg.max_episode_steps))
         env = GymnaxToJumanji(env, params)
+        env = _observation_subset(env, env_cfg)
         return env if hasattr(env.action_spec, "num_values") else ClipAction(env)
     if suite in ("envpool", "gymnasium"):
         raise StoixConfigError(
@@ -35,6 +38,32 @@ def make_single_env(env_cfg: DictConfig) -> Any:
             f"({', '.join(SUITES)}); run a Sebulba script (stoix/systems/*/sebulba/) for it."
         )
     raise StoixConfigError(f"env.env_name={suite!r} is not supported; choose one of {SUITES}.")
+
+
+def _with_env_params(params: Any, env_cfg: DictConfig) -> Any:
+    overrides = env_cfg.get("env_params") or {}
+    known = set(getattr(params, "__dataclass_fields__", {}))
+    for name, value in overrides.items():
+        if name not in known:
+            raise StoixConfigError(
+                f"env.env_params.{name}={value!r}: {env_cfg.scenario.name} has no parameter {name!r}; "
+                f"its parameters are {sorted(known)}."
+            )
+    return params.replace(**overrides) if overrides else params
+
+
+def _observation_subset(env: Any, env_cfg: DictConfig) -> Any:
+    indices = env_cfg.get("observation_indices")
+    if indices is None:
+        return env
+    shape = tuple(env.observation_spec.agent_view.shape)
+    indices = tuple(int(i) for i in indices)
+    if len(shape) != 1 or not indices or any(not 0 <= i < shape[0] for i in indices):
+        raise StoixConfigError(
+            f"env.observation_indices={list(indices)} must be a non-empty list of positions in "
+            f"{env_cfg.scenario.name}'s flat observation of shape {shape} (0 to {shape[0] - 1})."
+        )
+    return ObservationSubset(env, indices)
 
 
 def make_env(env_cfg: DictConfig) -> tuple[Any, Any]:

@@ -32,6 +32,7 @@ GYMNAX_ENVIRONMENTS: dict[str, tuple[str, str]] = {
     "Breakout-MinAtar": ("minatar.breakout", "MinBreakout"),
     "Freeway-MinAtar": ("minatar.freeway", "MinFreeway"),
     "SpaceInvaders-MinAtar": ("minatar.space_invaders", "MinSpaceInvaders"),
+    "MemoryChain-bsuite": ("bsuite.memory_chain", "MemoryChain"),
 }
 
 

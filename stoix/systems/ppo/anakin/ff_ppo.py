@@ -11,6 +11,8 @@ The policy head comes from the network config, so the same file trains discrete
     python stoix/systems/ppo/anakin/ff_ppo.py env=gymnax/acrobot system.rollout_length=32
 """
 
+import stoix.utils.interrupt  # noqa: F401 (first: Ctrl-C is one line from here on)
+
 import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -84,6 +86,43 @@ def _normalize_obs(obs_norm: RunningStatistics | None, obs: Observation) -> Obse
 
 
 # ALGO LOGIC: the losses. Module-level so tests can call them with hand-made batches.
+def clipped_objective(
+    log_prob: chex.Array,
+    old_log_prob: chex.Array,
+    advantage: chex.Array,
+    entropy: chex.Array,
+    *,
+    clip_eps: float,
+    ent_coef: float,
+    standardize_advantages: bool,
+) -> tuple[chex.Array, dict[str, chex.Array]]:
+    """PPO's clipped surrogate (rlax's) minus an entropy bonus, over flat (N,) arrays."""
+    if standardize_advantages:
+        advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
+    ratio = jnp.exp(log_prob - old_log_prob)
+    policy_loss = rlax.clipped_surrogate_pg_loss(ratio, advantage, clip_eps)
+    entropy = entropy.mean()
+    metrics = {
+        "actor_loss": policy_loss,
+        "entropy": entropy,
+        "approx_kl": jnp.mean((ratio - 1.0) - (log_prob - old_log_prob)),
+        "clip_fraction": jnp.mean(jnp.abs(ratio - 1.0) > clip_eps),
+    }
+    return policy_loss - ent_coef * entropy, metrics
+
+
+def value_loss(
+    value: chex.Array, old_value: chex.Array, target: chex.Array, *, clip_eps: float, clip_value: bool
+) -> tuple[chex.Array, dict[str, chex.Array]]:
+    """Half the squared error to the targets, optionally clipped around the old values."""
+    loss = jnp.square(value - target)
+    if clip_value:
+        clipped = old_value + jnp.clip(value - old_value, -clip_eps, clip_eps)
+        loss = jnp.maximum(loss, jnp.square(clipped - target))
+    loss = 0.5 * jnp.mean(loss)
+    return loss, {"value_loss": loss}
+
+
 def actor_loss(
     actor_params: Any,
     batch: PPOBatch,
@@ -93,22 +132,17 @@ def actor_loss(
     ent_coef: float,
     standardize_advantages: bool,
 ) -> tuple[chex.Array, dict[str, chex.Array]]:
-    """Clipped surrogate objective minus an entropy bonus (rlax's clipped surrogate)."""
+    """The clipped objective of the actor's current policy on a batch."""
     pi = apply_fn(actor_params, batch.obs)
-    log_prob = pi.log_prob(batch.action)
-    advantage = batch.advantage
-    if standardize_advantages:
-        advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
-    ratio = jnp.exp(log_prob - batch.log_prob)
-    policy_loss = rlax.clipped_surrogate_pg_loss(ratio, advantage, clip_eps)
-    entropy = pi.entropy().mean()
-    metrics = {
-        "actor_loss": policy_loss,
-        "entropy": entropy,
-        "approx_kl": jnp.mean((ratio - 1.0) - (log_prob - batch.log_prob)),
-        "clip_fraction": jnp.mean(jnp.abs(ratio - 1.0) > clip_eps),
-    }
-    return policy_loss - ent_coef * entropy, metrics
+    return clipped_objective(
+        pi.log_prob(batch.action),
+        batch.log_prob,
+        batch.advantage,
+        pi.entropy(),
+        clip_eps=clip_eps,
+        ent_coef=ent_coef,
+        standardize_advantages=standardize_advantages,
+    )
 
 
 def critic_loss(
@@ -121,12 +155,7 @@ def critic_loss(
 ) -> tuple[chex.Array, dict[str, chex.Array]]:
     """Squared error to the GAE targets, optionally clipped around the old values."""
     value = apply_fn(critic_params, batch.obs)
-    loss = jnp.square(value - batch.target)
-    if clip_value:
-        clipped = batch.value + jnp.clip(value - batch.value, -clip_eps, clip_eps)
-        loss = jnp.maximum(loss, jnp.square(clipped - batch.target))
-    loss = 0.5 * jnp.mean(loss)
-    return loss, {"value_loss": loss}
+    return value_loss(value, batch.value, batch.target, clip_eps=clip_eps, clip_value=clip_value)
 
 
 def ppo_loss(
