@@ -172,7 +172,7 @@ def test_two_devices_with_update_batches(tmp_path):
         (
             "ff_awr_continuous",
             "gymnax/cartpole",
-            r"^ff_awr_continuous needs continuous \(box\) actions.*use one of ff_dqn.*ff_awr for it\.$",
+            r"^ff_awr_continuous needs continuous \(box\) actions.*use one of ff_dqn.*ff_awr.* for it\.$",
         ),
     ],
 )

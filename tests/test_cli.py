@@ -79,9 +79,9 @@ def test_valid_overrides_and_hydra_flags_pass_the_check():
     )  # Hydra's
 
 
-@pytest.mark.parametrize(
-    "system", ["ff_ppo", "ff_dqn", "ff_rainbow", "ff_dpo", "ff_reinforce", "ff_ppo_penalty"]
-)
+# One per learner template (ff_dpo and ff_reinforce only change ff_ppo's actor loss), plus
+# PPO-penalty, whose loss state is averaged across replicas.
+@pytest.mark.parametrize("system", ["ff_ppo", "ff_dqn", "ff_rainbow", "ff_ppo_penalty"])
 def test_two_devices_with_update_batches(system, tmp_path):
     script = anakin_script(system)
     overrides = [*tiny_for(system), "arch.update_batch_size=2", "logger.use_console=true"]

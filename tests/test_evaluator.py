@@ -51,3 +51,50 @@ def test_step_cap_stops_an_environment_that_never_ends():
     result = jax.device_get(evaluate(params_for(0.0), jax.random.PRNGKey(0)))
     np.testing.assert_array_equal(result.episode_length, 25)
     assert int(result.num_capped.sum()) == 3
+
+
+def test_episodes_ending_at_different_steps_across_two_devices_count_only_their_own_steps():
+    """Each episode ends at its own random step (and each device's policy differs), so many
+    keep running after others ended: a finished episode must add no more reward or length."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from conftest import REPO_ROOT
+
+    script = textwrap.dedent(
+        """
+        import jax, jax.numpy as jnp, numpy as np, sys
+        sys.path.insert(0, "tests")
+        from scripted_env import ScriptedEnv
+        from stoix.evaluator import make_evaluator
+        from stoix.wrappers.gymnax import GymnaxToJumanji
+
+        env = ScriptedEnv()
+        env = GymnaxToJumanji(env, env.default_params.replace(max_steps_in_episode=100))
+
+        def act(params, observation, key, greedy):
+            # quit with probability `params` per step, independently per episode
+            return jax.random.bernoulli(key, params, observation.agent_view.shape[:1]).astype(jnp.int32)
+
+        evaluate = make_evaluator(env, act, episodes_per_device=16, greedy=True, step_cap=100)
+        params = jnp.asarray([[0.1], [0.3]], jnp.float32)  # (devices, update batch)
+        result = jax.device_get(evaluate(params, jax.random.PRNGKey(0)))
+        lengths, returns = result.episode_length, result.episode_return
+        assert lengths.shape == (2, 16) and int(result.num_capped.sum()) == 0
+        assert len(np.unique(lengths)) >= 5, lengths  # episodes really end at different steps
+        assert lengths[0].mean() > lengths[1].mean()  # and the devices' policies differ
+        # The reward of step t is 1 + t, so an episode of length L returns L (L + 1) / 2.
+        np.testing.assert_allclose(returns, lengths * (lengths + 1) / 2)
+        print("OK")
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO_ROOT,
+        env={**__import__("os").environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]

@@ -164,3 +164,34 @@ def test_ppo_penalty_carries_beta_in_the_learner_state(tmp_path):
     beta = np.asarray(output.learner_state.loss_state)
     assert beta.shape == (1, 1) and beta[0, 0] != 3.0  # the tiny updates' KL is far from 0.01
     np.testing.assert_allclose(np.asarray(output.train_metrics["kl_coef"])[0, 0, 0], 3.0)
+
+
+def test_ppo_clipped_objective_by_hand():
+    from stoix.systems.ppo.anakin.ff_ppo import clipped_objective
+
+    # ratios 2 and 0.5 with advantages +1 and -1: the first is clipped to 1.2, the second's
+    # clipped term (0.8 * -1) is the smaller, so the objective is mean(1.2, -0.8) = 0.2.
+    loss, metrics = clipped_objective(
+        jnp.log(jnp.asarray([0.5, 0.3])),
+        jnp.log(jnp.asarray([0.25, 0.6])),
+        jnp.asarray([1.0, -1.0]),
+        jnp.asarray([1.0, 2.0]),
+        clip_eps=0.2,
+        ent_coef=0.1,
+        standardize_advantages=False,
+    )
+    np.testing.assert_allclose(metrics["actor_loss"], -0.2, rtol=1e-5)
+    np.testing.assert_allclose(loss, -0.2 - 0.1 * 1.5, rtol=1e-5)
+    np.testing.assert_allclose(metrics["clip_fraction"], 1.0)
+    np.testing.assert_allclose(metrics["approx_kl"], ((1 - np.log(2)) + (-0.5 - np.log(0.5))) / 2, rtol=1e-5)
+
+
+def test_ppo_value_loss_clips_around_the_old_values_by_hand():
+    from stoix.systems.ppo.anakin.ff_ppo import value_loss
+
+    value, old, target = jnp.asarray([1.0, 3.0]), jnp.asarray([0.0, 2.9]), jnp.asarray([2.0, 3.0])
+    # Clipped: 0 + 0.2 -> (0.2 - 2)^2 = 3.24 beats (1 - 2)^2 = 1; 2.9 + 0.1 = 3.0 -> 0.
+    clipped, _ = value_loss(value, old, target, clip_eps=0.2, clip_value=True)
+    np.testing.assert_allclose(clipped, 0.5 * (3.24 + 0.0) / 2, rtol=1e-5)
+    plain, _ = value_loss(value, old, target, clip_eps=0.2, clip_value=False)
+    np.testing.assert_allclose(plain, 0.5 * (1.0 + 0.0) / 2, rtol=1e-5)

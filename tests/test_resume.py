@@ -15,11 +15,13 @@ from conftest import REPO_ROOT, anakin_script, tiny_for
 from stoix.architectures.anakin import run_experiment
 from stoix.utils.config import compose_config
 
-# The fast suite resumes the loss-state and prioritised-replay learners; `make test-slow` the rest.
+# The fast suite resumes the loss-state and recurrent learners (replay: tests/test_ddpg.py's
+# TD3); `make test-slow` the rest.
 slow = pytest.mark.slow
 SYSTEMS = [
     "ff_ppo_penalty",  # PPO's loss state (the KL coefficient)
-    "ff_rainbow",  # prioritised replay: the buffer and its priorities, noisy nets
+    "rec_ppo",  # recurrent memory and episode-start flags
+    pytest.param("ff_rainbow", marks=slow),  # prioritised replay: priorities, noisy nets
     pytest.param("ff_mpo", marks=slow),  # target networks and duals
     pytest.param("ff_vmpo_continuous", marks=slow),  # on-policy duals, observation statistics
     pytest.param("ff_reinforce_continuous", marks=slow),
@@ -30,6 +32,8 @@ SYSTEMS = [
     pytest.param("ff_sac", marks=slow),
     pytest.param("ff_awr", marks=slow),
     pytest.param("ff_mpo_continuous", marks=slow),
+    pytest.param("ff_az", marks=slow),  # replay of search targets
+    pytest.param("rec_r2d2", marks=slow),  # sequence replay with stored memory, priorities
 ]
 
 

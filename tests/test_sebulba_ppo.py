@@ -50,6 +50,7 @@ def test_tiny_run_on_envpool_cartpole(tmp_path):
     assert 0.0 < metric <= 50.0
 
 
+@pytest.mark.slow  # ~60 s of ResNet compile; the ResNet itself is in test_networks.py
 def test_seed_command_trains_pong_with_the_visual_resnet(tmp_path):
     # The seed README's command, shrunk to two updates of 2 envs x 8 steps.
     seed_command = ["arch=sebulba", "env=envpool/pong", "network=visual_resnet"]
@@ -80,6 +81,11 @@ def test_roles_split_over_three_devices(tmp_path):
     proc = run_script(SCRIPT, overrides, cwd=tmp_path, devices=3)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "RESULT ff_ppo CartPole-v1" in proc.stdout and "EVAL" in proc.stdout
+    # Progress before the first update's numbers: a slow first compile never looks hung.
+    waiting = proc.stdout.index("waiting for their first rollouts")
+    compiling = proc.stdout.index("compiling and running the learner step (update 1 of")
+    took = proc.stdout.index("update 1 took")
+    assert waiting < compiling < took < proc.stdout.index("TRAIN")
 
 
 def test_two_learner_devices_split_the_batch(tmp_path):

@@ -14,6 +14,8 @@ The same learner trains discrete (categorical head, `network=mlp`) and continuou
     python stoix/systems/awr/ff_awr.py env=gymnax/acrobot system.beta=0.5
 """
 
+import stoix.utils.interrupt  # noqa: F401 (first: Ctrl-C is one line from here on)
+
 import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple

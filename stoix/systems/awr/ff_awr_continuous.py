@@ -8,6 +8,8 @@ gives it a finite log-probability. Copy ff_awr.py, not this file, to change the 
     python stoix/systems/awr/ff_awr_continuous.py env=gymnax/mountain_car_continuous
 """
 
+import stoix.utils.interrupt  # noqa: F401 (first: Ctrl-C is one line from here on)
+
 import chex
 import hydra
 from omegaconf import DictConfig

@@ -9,6 +9,8 @@ update batches across devices. n-step returns are on by default (system.n_step=3
     python stoix/systems/ddpg/ff_d4pg.py env=gymnax/pendulum
 """
 
+import stoix.utils.interrupt  # noqa: F401 (first: Ctrl-C is one line from here on)
+
 import functools
 from collections.abc import Callable
 from typing import Any

@@ -14,6 +14,8 @@ has its own learner and reuses the transition type and the warm-up.
     python stoix/systems/ddpg/ff_ddpg.py env=gymnax/pendulum
 """
 
+import stoix.utils.interrupt  # noqa: F401 (first: Ctrl-C is one line from here on)
+
 import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple

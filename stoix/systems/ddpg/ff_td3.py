@@ -11,6 +11,8 @@ From ff_ddpg.py; what changed is the critic's target and how often the actor mov
     python stoix/systems/ddpg/ff_td3.py env=gymnax/pendulum
 """
 
+import stoix.utils.interrupt  # noqa: F401 (first: Ctrl-C is one line from here on)
+
 import functools
 from collections.abc import Callable
 from typing import Any

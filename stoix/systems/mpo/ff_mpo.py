@@ -19,6 +19,8 @@ through softplus (ff_vmpo.py's helpers).
     python stoix/systems/mpo/ff_mpo.py env=gymnax/acrobot
 """
 
+import stoix.utils.interrupt  # noqa: F401 (first: Ctrl-C is one line from here on)
+
 import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple

@@ -17,6 +17,8 @@ adds the same log-determinant under every Gaussian, which does not move the M-st
     python stoix/systems/mpo/ff_mpo_continuous.py env=gymnax/mountain_car_continuous
 """
 
+import stoix.utils.interrupt  # noqa: F401 (first: Ctrl-C is one line from here on)
+
 import functools
 from collections.abc import Callable
 from typing import Any

@@ -18,6 +18,8 @@ through softplus. The same file trains discrete (`network=mlp`) and continuous
     python stoix/systems/mpo/ff_vmpo.py env=gymnax/acrobot
 """
 
+import stoix.utils.interrupt  # noqa: F401 (first: Ctrl-C is one line from here on)
+
 import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple

@@ -10,6 +10,8 @@ file, to change the algorithm.
     python stoix/systems/mpo/ff_vmpo_continuous.py env=gymnax/mountain_car_continuous
 """
 
+import stoix.utils.interrupt  # noqa: F401 (first: Ctrl-C is one line from here on)
+
 import hydra
 from omegaconf import DictConfig
 

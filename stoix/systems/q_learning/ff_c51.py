@@ -8,6 +8,8 @@ the loss is the cross-entropy to the projected n-step target distribution
     python stoix/systems/q_learning/ff_c51.py network=mlp_dueling_c51
 """
 
+import stoix.utils.interrupt  # noqa: F401 (first: Ctrl-C is one line from here on)
+
 import functools
 from collections.abc import Callable
 from typing import Any

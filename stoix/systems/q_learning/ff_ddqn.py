@@ -7,6 +7,8 @@ Everything else (replay, exploration, target updates, n-step returns) is ff_dqn.
     python stoix/systems/q_learning/ff_ddqn.py network=mlp_dueling_dqn
 """
 
+import stoix.utils.interrupt  # noqa: F401 (first: Ctrl-C is one line from here on)
+
 import functools
 from collections.abc import Callable
 from typing import Any

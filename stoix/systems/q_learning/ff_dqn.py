@@ -11,6 +11,8 @@ reuses this file with its own loss.
     python stoix/systems/q_learning/ff_dqn.py network=mlp_dueling_dqn
 """
 
+import stoix.utils.interrupt  # noqa: F401 (first: Ctrl-C is one line from here on)
+
 import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple

@@ -7,6 +7,8 @@ here (rlax has none) and tested against hand-computed numbers.
     python stoix/systems/q_learning/ff_dqn_reg.py system.regularizer_coefficient=0.1
 """
 
+import stoix.utils.interrupt  # noqa: F401 (first: Ctrl-C is one line from here on)
+
 import functools
 from collections.abc import Callable
 from typing import Any

@@ -9,6 +9,8 @@ n-step returns the bonus is added once, to the first transition's reward.
     python stoix/systems/q_learning/ff_mdqn.py
 """
 
+import stoix.utils.interrupt  # noqa: F401 (first: Ctrl-C is one line from here on)
+
 import functools
 from collections.abc import Callable
 from typing import Any

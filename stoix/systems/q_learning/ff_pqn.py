@@ -9,6 +9,8 @@ a termination does not bootstrap.
     python stoix/systems/q_learning/ff_pqn.py arch.total_num_envs=64
 """
 
+import stoix.utils.interrupt  # noqa: F401 (first: Ctrl-C is one line from here on)
+
 import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple

@@ -8,6 +8,8 @@ the quantiles' means.
     python stoix/systems/q_learning/ff_qr_dqn.py system.num_quantiles=50
 """
 
+import stoix.utils.interrupt  # noqa: F401 (first: Ctrl-C is one line from here on)
+
 import functools
 from collections.abc import Callable
 from typing import Any

@@ -12,6 +12,8 @@ changed:
     python stoix/systems/q_learning/ff_rainbow.py system.n_step=3
 """
 
+import stoix.utils.interrupt  # noqa: F401 (first: Ctrl-C is one line from here on)
+
 import functools
 from collections.abc import Callable
 from typing import Any

@@ -10,6 +10,8 @@ not. The learner is this file's own: three losses (critic, actor, temperature) p
     python stoix/systems/sac/ff_sac.py env=gymnax/pendulum
 """
 
+import stoix.utils.interrupt  # noqa: F401 (first: Ctrl-C is one line from here on)
+
 import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple

@@ -11,6 +11,8 @@ are configuration (ff_reinforce_continuous.py, network=mlp_continuous).
     python stoix/systems/vpg/ff_reinforce.py
 """
 
+import stoix.utils.interrupt  # noqa: F401 (first: Ctrl-C is one line from here on)
+
 from collections.abc import Callable
 from typing import Any
 

@@ -11,6 +11,8 @@ algorithm.
     python stoix/systems/vpg/ff_reinforce_continuous.py env=gymnax/mountain_car_continuous
 """
 
+import stoix.utils.interrupt  # noqa: F401 (first: Ctrl-C is one line from here on)
+
 import hydra
 from omegaconf import DictConfig
 

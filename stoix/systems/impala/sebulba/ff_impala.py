@@ -15,6 +15,8 @@ the next episode's first state.
     python stoix/systems/impala/sebulba/ff_impala.py
 """
 
+import stoix.utils.interrupt  # noqa: F401 (first: Ctrl-C is one line from here on)
+
 import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple

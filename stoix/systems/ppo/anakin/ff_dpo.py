@@ -12,6 +12,8 @@ are configuration (ff_dpo_continuous.py, network=mlp_continuous), as for PPO.
     python stoix/systems/ppo/anakin/ff_dpo.py
 """
 
+import stoix.utils.interrupt  # noqa: F401 (first: Ctrl-C is one line from here on)
+
 import functools
 from collections.abc import Callable
 from typing import Any

@@ -8,6 +8,8 @@ action is legal. Copy ff_dpo.py, not this file, to change the algorithm.
     python stoix/systems/ppo/anakin/ff_dpo_continuous.py env=gymnax/mountain_car_continuous
 """
 
+import stoix.utils.interrupt  # noqa: F401 (first: Ctrl-C is one line from here on)
+
 import hydra
 from omegaconf import DictConfig
 

@@ -15,6 +15,8 @@ network=mlp_continuous).
     python stoix/systems/ppo/anakin/ff_ppo_penalty.py
 """
 
+import stoix.utils.interrupt  # noqa: F401 (first: Ctrl-C is one line from here on)
+
 import functools
 from collections.abc import Callable
 from typing import Any
