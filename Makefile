@@ -5,7 +5,7 @@ VENV_PY := .venv/bin/python
 # uv is bootstrapped with pip when it is not on PATH, then run as a module.
 UV := $(shell command -v uv >/dev/null 2>&1 && echo uv || echo "$(PYTHON) -m uv")
 
-.PHONY: install train test test-slow test-learning benchmark benchmark-sebulba lint clean
+.PHONY: install train test test-slow test-learning benchmark benchmark-sebulba plot lint clean
 
 install: .venv/.installed
 
@@ -32,6 +32,12 @@ benchmark: install
 
 benchmark-sebulba: install
 	$(VENV_PY) -m stoix.benchmarks.sebulba
+
+# Aggregate plots and tables of the JSON logs: make plot RESULTS=results/json PLOTS=plots
+RESULTS ?= results/json
+PLOTS ?= plots
+plot: install
+	$(VENV_PY) -m stoix.plot $(RESULTS) --out $(PLOTS)
 
 lint: install
 	$(VENV_PY) -m ruff check stoix tests launcher.py

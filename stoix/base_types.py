@@ -57,10 +57,19 @@ class ActorApply(NamedTuple):
     `act(eval_params, observation, key, greedy)` returns an action for one batch of
     observations; `eval_params(learner_state)` picks from the replicated learner state what
     `act` needs (one replica of the actor parameters and any observation statistics).
+
+    A recurrent policy also gives `init_carry(batch_size)`, the memory an episode starts
+    from; its `act(eval_params, observation, key, greedy, carry)` then returns
+    `(action, carry)` and the evaluator carries it through each episode.
+
+    With `uses_env_state` the evaluator also passes the batch of evaluation-environment
+    states, `act(..., env_state=...)`: a search agent (ff_az.py) plans from a copy of them.
     """
 
-    act: Callable[[Any, Observation, chex.PRNGKey, bool], chex.Array]
+    act: Callable[..., Any]
     eval_params: Callable[[Any], Any]
+    init_carry: Callable[[int], Any] | None = None
+    uses_env_state: bool = False
 
 
 class SystemSetup(NamedTuple):

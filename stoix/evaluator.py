@@ -29,6 +29,7 @@ class _EvalCarry(NamedTuple):
     episode_length: chex.Array
     finished: chex.Array
     step: chex.Array
+    actor_carry: Any = None  # a recurrent policy's memory, carried through each episode
 
 
 def make_evaluator(
@@ -37,8 +38,14 @@ def make_evaluator(
     episodes_per_device: int,
     greedy: bool,
     step_cap: int,
+    init_carry: Callable[[int], Any] | None = None,
+    uses_env_state: bool = False,
 ) -> Callable[[Any, chex.PRNGKey], EvalResult]:
     """A pmapped `evaluate(eval_params, key) -> EvalResult`.
+
+    With `init_carry` (a recurrent policy, see ActorApply) each episode starts from
+    `init_carry(episodes)` and `act` returns `(action, carry)`. With `uses_env_state` `act`
+    also gets `env_state=`, the batch of environment states (a search agent's model).
 
     `eval_params` has leaves shaped (devices, update_batch, ...); the first update-batch
     replica is evaluated (all replicas hold the same parameters). `key` is one key shared by
@@ -60,6 +67,7 @@ def make_evaluator(
             episode_length=jnp.zeros((episodes_per_device,), jnp.int32),
             finished=jnp.zeros((episodes_per_device,), bool),
             step=jnp.zeros((), jnp.int32),
+            actor_carry=None if init_carry is None else init_carry(episodes_per_device),
         )
 
         def _cond(carry: _EvalCarry) -> chex.Array:
@@ -67,7 +75,14 @@ def make_evaluator(
 
         def _body(carry: _EvalCarry) -> _EvalCarry:
             key, policy_key = jax.random.split(carry.key)
-            action = act(params, carry.timestep.observation, policy_key)
+            actor_carry = carry.actor_carry
+            policy = partial(act, env_state=carry.env_state) if uses_env_state else act
+            if init_carry is None:
+                action = policy(params, carry.timestep.observation, policy_key)
+            else:
+                # Each environment runs one episode, so the memory is never reset here.
+                observation = carry.timestep.observation
+                action, actor_carry = policy(params, observation, policy_key, carry=actor_carry)
             env_state, timestep = jax.vmap(eval_env.step)(carry.env_state, action)
             running = ~carry.finished
             return _EvalCarry(
@@ -78,6 +93,7 @@ def make_evaluator(
                 episode_length=carry.episode_length + running.astype(jnp.int32),
                 finished=jnp.logical_or(carry.finished, timestep.last()),
                 step=carry.step + 1,
+                actor_carry=actor_carry,
             )
 
         carry = jax.lax.while_loop(_cond, _body, carry)

@@ -54,10 +54,27 @@ TINY_SYSTEM = {
         "system.total_batch_size=16",
         "system.warmup_steps=64",
     ],
+    "search": [
+        "system.rollout_length=4",
+        "system.total_buffer_size=256",
+        "system.total_batch_size=8",
+        "system.warmup_steps=32",
+        "system.num_simulations=4",
+        "system.num_eval_simulations=4",
+    ],
     # Systems whose keys differ from their family's, by system name.
     "ff_vmpo": ["system.rollout_length=16", "system.num_minibatches=2", "system.epochs=1"],
     "ff_vmpo_continuous": ["system.rollout_length=16", "system.num_minibatches=2", "system.epochs=1"],
     "ff_pqn": ["system.rollout_length=16", "system.num_minibatches=2", "system.epochs=1"],
+    "rec_r2d2": [
+        "system.rollout_length=8",
+        "system.total_buffer_size=256",
+        "system.total_batch_size=8",
+        "system.warmup_steps=64",
+        "system.sample_sequence_length=8",
+        "system.burn_in_length=2",
+        "system.sequence_period=4",
+    ],
 }
 TINY = [*TINY_ARCH, *TINY_SYSTEM["ppo"]]
 

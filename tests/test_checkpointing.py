@@ -1,5 +1,6 @@
 """Checkpoint round trip, clear errors for bad checkpoints, and exact resume."""
 
+import re
 from pathlib import Path
 
 import jax
@@ -124,3 +125,30 @@ def test_resume_is_exact(tmp_path, tiny):
     assert any(changed), "the second half must have trained"
     # The same best parameters, so the same absolute metric.
     assert straight == resumed
+
+
+@pytest.mark.parametrize(
+    "changed, key",
+    [
+        ("arch.total_timesteps=2048", "arch.total_timesteps=1024 (this run: 2048)"),
+        ("arch.num_evaluation=4", "arch.num_evaluation=2 (this run: 4)"),
+        ("system.rollout_length=8", "system.rollout_length=16 (this run: 8)"),
+    ],
+)
+def test_resuming_with_other_sizes_is_refused_with_the_keys_to_set(changed, key, tmp_path, tiny):
+    """Another budget, round count or rollout length would silently change step counts and
+    the learning-rate schedule under the resumed run (the learner state's shapes match)."""
+    from stoix.systems.ppo.anakin import ff_ppo
+
+    ckpt = tmp_path / "ck"
+    saved = [*tiny, "logger.checkpointing.save_model=true", f"logger.checkpointing.save_dir={ckpt}"]
+    run_experiment(compose_config("default/anakin/default_ff_ppo", saved), ff_ppo.learner_setup)
+    resume = [
+        *tiny,
+        "logger.checkpointing.load_model=true",
+        f"logger.checkpointing.load_path={ckpt}",
+        "logger.checkpointing.load_step=1",
+        changed,
+    ]
+    with pytest.raises(StoixConfigError, match=re.escape(f"saved with {key}")):
+        run_experiment(compose_config("default/anakin/default_ff_ppo", resume), ff_ppo.learner_setup)

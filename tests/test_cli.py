@@ -81,7 +81,9 @@ def test_valid_overrides_and_hydra_flags_pass_the_check():
 
 # One per learner template (ff_dpo and ff_reinforce only change ff_ppo's actor loss), plus
 # PPO-penalty, whose loss state is averaged across replicas.
-@pytest.mark.parametrize("system", ["ff_ppo", "ff_dqn", "ff_rainbow", "ff_ppo_penalty"])
+@pytest.mark.parametrize(
+    "system", ["ff_ppo", "ff_dqn", pytest.param("ff_rainbow", marks=pytest.mark.slow), "ff_ppo_penalty"]
+)
 def test_two_devices_with_update_batches(system, tmp_path):
     script = anakin_script(system)
     overrides = [*tiny_for(system), "arch.update_batch_size=2", "logger.use_console=true"]
@@ -127,6 +129,7 @@ def test_replicas_stay_identical_across_four_devices(tmp_path):
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
 
 
+@pytest.mark.slow  # 38 s; multirun stays in the fast suite
 def test_optuna_sweep_runs_trials(tmp_path):
     proc = run_script(
         PPO,

@@ -81,9 +81,13 @@ def _assert_checkpoints_complete(ckpt: Path) -> None:
         assert (step_dir / "learner_state").is_dir() and (step_dir / "best_params").is_dir()
 
 
-def _json_is_whole(tmp_path: Path) -> None:
-    for path in (tmp_path / "json").glob("*.json"):
-        json.loads(path.read_text())  # written whole or not at all
+def _json_is_whole(tmp_path: Path) -> list[Path]:
+    """A run's metrics file (`.json.partial` until the run finishes) is whole JSON whenever it
+    exists: it is written to a temporary file and renamed."""
+    paths = [p for p in (tmp_path / "json").glob("*.json*") if not p.name.endswith(".tmp")]
+    for path in paths:
+        json.loads(path.read_text())
+    return paths
 
 
 PHASES = {
@@ -98,7 +102,9 @@ def test_ctrl_c_is_one_line_and_exit_130(phase, tmp_path):
     result, ckpt = _interrupt(tmp_path, PHASES[phase])
     _assert_clean_exit(result)
     _assert_checkpoints_complete(ckpt)
-    _json_is_whole(tmp_path)
+    written = _json_is_whole(tmp_path)
+    if phase == "training":  # evaluations were logged: the unfinished run's file exists
+        assert [p.name.endswith(".json.partial") for p in written] == [True], written
 
 
 @pytest.mark.slow

@@ -65,6 +65,7 @@ def submitted_job_dirs(tmp_path: Path) -> list[Path]:
     return [p for p in logs.iterdir() if p.is_dir() and p.name != ".hydra"] if logs.exists() else []
 
 
+@pytest.mark.slow  # 33 s
 def test_local_grid_runs_every_env(tmp_path: Path) -> None:
     proc = run_launcher(
         tmp_path,

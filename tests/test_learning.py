@@ -97,6 +97,9 @@ CASES = {
     "ff_awr_cartpole": ("default/anakin/default_ff_awr", [], 400.0),
     # python stoix/systems/awr/ff_awr_continuous.py  (95,000 + 5,000 warm-up = 1e5)
     "ff_awr_continuous_pendulum": ("default/anakin/default_ff_awr_continuous", [], -300.0),
+    # AlphaZero-style search: the defaults (gumbel, 8 simulations).
+    # python stoix/systems/search/ff_az.py  (194,560 of 199,488 run + 512 warm-up <= 2e5)
+    "ff_az_cartpole": ("default/anakin/default_ff_az", [], 450.0),
 }
 # Budgets (warm-up included) of the issue that set each bar.
 BUDGET = {
@@ -110,6 +113,7 @@ BUDGET = {
     "reinforce": 1_000_000,
     "awr_cartpole": 300_000,
     "awr_continuous": 100_000,
+    "az_cartpole": 200_000,
     "pendulum": 50_000,
 }
 
@@ -130,6 +134,7 @@ def learner_setup_of(config_name):
         ff_rainbow,
     )
     from stoix.systems.sac import ff_sac
+    from stoix.systems.search import ff_az
     from stoix.systems.vpg import ff_reinforce
 
     return {
@@ -149,6 +154,7 @@ def learner_setup_of(config_name):
         "default/anakin/default_ff_sac": ff_sac.learner_setup,
         "default/anakin/default_ff_awr": ff_awr.learner_setup,
         "default/anakin/default_ff_awr_continuous": ff_awr_continuous.learner_setup,
+        "default/anakin/default_ff_az": ff_az.learner_setup,
         "default/anakin/default_ff_dpo": ff_dpo.learner_setup,
         "default/anakin/default_ff_dpo_continuous": ff_dpo.learner_setup,
         "default/anakin/default_ff_reinforce": ff_reinforce.learner_setup,
@@ -178,3 +184,75 @@ def test_system_learns(case, tmp_path):
     assert cfg.arch.total_timesteps + warmup <= budget
     metric = run_experiment(cfg, learner_setup_of(config_name))
     assert metric >= threshold, f"{case}: absolute episode_return {metric:.1f} < {threshold}"
+
+
+# Memory: a recurrent agent clears a bar that its feed-forward control, same task and budget,
+# cannot; a bar both clear would not show memory. (case: recurrent run, bar, control, its cap)
+MEMORY_CASES = {
+    # python stoix/systems/ppo/anakin/rec_ppo.py  (CartPole-v1 with its velocities hidden;
+    # 1e6 requested, 983,040 run) vs python stoix/systems/ppo/anakin/ff_ppo.py env=gymnax/cartpole_stateless
+    "rec_ppo_cartpole_stateless": (
+        ("default/anakin/default_rec_ppo", ["arch.total_timesteps=1000000"]),
+        400.0,
+        ("default/anakin/default_ff_ppo", ["env=gymnax/cartpole_stateless", "arch.total_timesteps=1000000"]),
+        200.0,
+    ),
+    # python stoix/systems/ppo/anakin/rec_ppo.py env=gymnax/memory_chain arch.total_timesteps=200000
+    # (recall a bit 16 steps later: +1 right, -1 wrong, so chance is 0)
+    "rec_ppo_memory_chain": (
+        ("default/anakin/default_rec_ppo", ["env=gymnax/memory_chain", "arch.total_timesteps=200000"]),
+        0.9,
+        ("default/anakin/default_ff_ppo", ["env=gymnax/memory_chain", "arch.total_timesteps=200000"]),
+        0.3,
+    ),
+    # python stoix/systems/q_learning/rec_r2d2.py  (481,280 + 10,240 warm-up = 491,520 steps) vs
+    # python stoix/systems/q_learning/ff_dqn.py env=gymnax/cartpole_stateless arch.total_timesteps=490000
+    # (+ 1e4 warm-up = 5e5)
+    "rec_r2d2_cartpole_stateless": (
+        ("default/anakin/default_rec_r2d2", []),
+        300.0,
+        ("default/anakin/default_ff_dqn", ["env=gymnax/cartpole_stateless", "arch.total_timesteps=490000"]),
+        150.0,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MEMORY_CASES))
+def test_memory_is_used(case, tmp_path):
+    from stoix.systems.ppo.anakin import ff_ppo, rec_ppo
+    from stoix.systems.q_learning import ff_dqn, rec_r2d2
+
+    setups = {"default/anakin/default_rec_ppo": rec_ppo.learner_setup, "default/anakin/default_ff_ppo": ff_ppo.learner_setup}
+    setups.update(
+        {
+            "default/anakin/default_rec_r2d2": rec_r2d2.learner_setup,
+            "default/anakin/default_ff_dqn": ff_dqn.learner_setup,
+        }
+    )
+    (config_name, overrides), bar, (control_name, control_overrides), cap = MEMORY_CASES[case]
+    common = ["arch.seed=42", "arch.evaluation_greedy=true", "arch.absolute_metric=true"]
+    recurrent = run_experiment(
+        compose_config(config_name, [*overrides, *common, f"logger.base_exp_path={tmp_path}/rec"]), setups[config_name]
+    )
+    control = run_experiment(
+        compose_config(control_name, [*control_overrides, *common, f"logger.base_exp_path={tmp_path}/ff"]),
+        setups[control_name],
+    )
+    assert recurrent >= bar, f"{case}: recurrent absolute episode_return {recurrent:.2f} < {bar}"
+    assert control < cap, f"{case}: the feed-forward control reached {control:.2f} (>= {cap}): no memory shown"
+
+
+# Sebulba systems run on their own loop (stoix/architectures/sebulba.py).
+# python stoix/systems/impala/sebulba/rec_impala.py  (gymnasium CartPole-v1; 3e5 requested, 296,960 run)
+def test_sebulba_rec_impala_learns_cartpole(tmp_path):
+    from stoix.architectures import sebulba
+    from stoix.systems.impala.sebulba import rec_impala
+
+    overrides = ["arch.seed=42", "arch.evaluation_greedy=true", "arch.absolute_metric=true"]
+    cfg = compose_config(
+        "default/sebulba/default_rec_impala", [*overrides, f"logger.base_exp_path={tmp_path}"]
+    )
+    assert cfg.env.env_name == "gymnasium" and cfg.env.scenario.name == "CartPole-v1"
+    assert int(cfg.arch.total_timesteps) <= 300_000
+    metric = sebulba.run_experiment(cfg, rec_impala.learner_setup)
+    assert metric >= 400.0, f"rec_impala: absolute episode_return {metric:.1f} < 400"

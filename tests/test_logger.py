@@ -296,3 +296,57 @@ def test_neptune_online_needs_workspace_project(isolated, monkeypatch):
     )
     with pytest.raises(StoixConfigError, match=r"logger\.kwargs\.project"):
         validate_logger_config(cfg)
+
+
+def _seed_run(path: Path, cfg) -> dict:
+    data = json.loads(path.read_text())
+    return data[cfg.env.env_name][cfg.env.scenario.task_name][cfg.system.system_name][f"seed_{cfg.arch.seed}"]
+
+
+def test_json_log_is_partial_until_the_run_finishes(isolated):
+    """A run that has not finished (running, crashed, diverged) writes `<name>.json.partial`;
+    only a finished run's `stop()` puts the log at its name."""
+    cfg = _cfg(isolated, "logger.use_json=true")
+    logger = StoixLogger(cfg)
+    partial = logger.json_path.with_name(logger.json_path.name + ".partial")
+    logger.log(EVAL_0, 100, LogEvent.EVAL)
+    assert partial.is_file() and not logger.json_path.exists()
+    assert list(_seed_run(partial, cfg)) == ["step_0"]
+    logger.stop(complete=False)  # what a diverged run does
+    assert partial.is_file() and not logger.json_path.exists()
+
+    finished = StoixLogger(cfg)
+    finished.log(EVAL_0, 100, LogEvent.EVAL)
+    finished.stop()
+    assert finished.json_path.is_file()
+    assert not finished.json_path.with_name(finished.json_path.name + ".partial").exists()
+
+
+def test_a_resumed_json_log_continues_its_file(isolated):
+    """Resuming after round 1 keeps step_0, drops what the first run logged after it (its
+    step_1 and absolute block) and numbers the new evaluations on from step_1."""
+    cfg = _cfg(isolated, "logger.use_json=true")
+    first = StoixLogger(cfg)
+    first.log(EVAL_0, 100, LogEvent.EVAL)
+    first.log(EVAL_1, 200, LogEvent.EVAL)
+    first.log(ABSOLUTE, 200, LogEvent.ABSOLUTE)
+    first.stop()
+
+    resumed = StoixLogger(cfg, run_name=first.run_name, start_round=1)
+    assert resumed.json_path == first.json_path
+    resumed.log(EVAL_1 | {"episode_return": np.array([9.0])}, 200, LogEvent.EVAL)
+    resumed.log(EVAL_1, 300, LogEvent.EVAL)
+    resumed.log(ABSOLUTE, 300, LogEvent.ABSOLUTE)
+    resumed.stop()
+    assert list((isolated / "results" / "json").iterdir()) == [first.json_path]
+    run = _seed_run(first.json_path, cfg)
+    assert list(run) == ["step_0", "step_1", "step_2", "absolute_metrics"]
+    assert run["step_0"]["step_count"] == 100 and run["step_0"]["episode_return"] == [1.0, 2.0, 3.0]
+    assert run["step_1"]["episode_return"] == [9.0]
+    assert [run[f"step_{i}"]["step_count"] for i in range(3)] == [100, 200, 300]
+
+
+def test_run_names_are_unique_even_within_one_process_and_second(isolated):
+    cfg = _cfg(isolated, "logger.use_json=true")
+    names = {StoixLogger(cfg).run_name for _ in range(3)}
+    assert len(names) == 3

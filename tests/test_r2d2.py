@@ -267,6 +267,7 @@ def test_burn_in_steps_are_out_of_the_loss_and_the_gradient():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grads, grads_rest)
 
 
+@pytest.mark.slow  # 30 s; the tiny run is also test_systems.py's
 def test_a_tiny_run_learns_and_writes_a_result(tmp_path):
     proc = run_script(SCRIPT, [*tiny_for("rec_r2d2"), f"logger.base_exp_path={tmp_path}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -163,6 +163,7 @@ def test_the_policy_target_is_the_search_action_weights(method):
         assert np.all(np.asarray(transition.search_policy)[:, 0] > 0.5)
 
 
+@pytest.mark.slow  # 26 s
 def test_evaluation_samples_from_the_search(tmp_path):
     """The search evaluates with its root noise here (arch.evaluation_greedy=false); the tiny
     run below evaluates with the greedy search and the two-device run with the raw policy."""
@@ -182,6 +183,7 @@ def test_evaluation_samples_from_the_search(tmp_path):
     assert 1.0 <= metric <= 500.0
 
 
+@pytest.mark.slow  # 78 s; the tiny run is also test_systems.py's
 def test_a_tiny_run_and_a_two_device_run(tmp_path):
     proc = run_script(SCRIPT, tiny_for("ff_az"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

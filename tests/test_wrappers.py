@@ -85,6 +85,7 @@ def test_every_gymnax_config_builds_and_steps(name):
         "Breakout-MinAtar": "breakout",
         "Freeway-MinAtar": "freeway",
         "SpaceInvaders-MinAtar": "space_invaders",
+        "MemoryChain-bsuite": "memory_chain",
     }[name]
     env_cfg = OmegaConf.load(REPO_ROOT / f"configs/env/gymnax/{task}.yaml")
     assert env_cfg.scenario.name == name

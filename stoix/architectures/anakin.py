@@ -22,7 +22,7 @@ from stoix.networks.base import check_torsos_fit
 from stoix.utils.checkpointing import Checkpointer, restore
 from stoix.utils.config import TrainingDivergedError, exit_on_config_error, require
 from stoix.utils.finite import first_non_finite
-from stoix.utils.logger import LogEvent, StoixLogger, describe, validate_logger_config
+from stoix.utils.logger import LogEvent, StoixLogger, describe, new_run_name, validate_logger_config
 from stoix.utils.sizes import AnakinSizes, anakin_sizes
 from stoix.utils.validation import validate_system
 from stoix.wrappers import make_env
@@ -63,6 +63,49 @@ def _episode_stats(episode_metrics: Any) -> dict[str, float]:
     return out
 
 
+def _check_save_dir_is_free(save_dir: Path, start_round: int) -> None:
+    """This run saves rounds start_round+1 on; orbax silently skips a save to a round at or
+    below one the directory already holds, so such checkpoints would mix two histories."""
+    later = sorted(int(p.name) for p in save_dir.glob("*") if p.name.isdigit() and int(p.name) > start_round)
+    require(
+        not later,
+        f"logger.checkpointing.save_dir={save_dir} already holds checkpoints of rounds {later}, after "
+        f"round {start_round} where this run starts, and they would not be replaced; point save_dir "
+        "at another directory, or resume from the latest checkpoint (logger.checkpointing.load_step=null).",
+    )
+
+
+# The sizes a checkpoint must be resumed with, by the key that sets each: another budget,
+# round count, environment count or rollout length would change the step counts and the
+# learning-rate schedule under a resumed run without a word.
+_RESUME_KEYS = {
+    "total_timesteps": "arch.total_timesteps",
+    "num_evaluation": "arch.num_evaluation",
+    "total_num_envs": "arch.total_num_envs",
+    "update_batch_size": "arch.update_batch_size",
+    "rollout_length": "system.rollout_length",
+}
+
+
+def _resume_sizes(sizes: AnakinSizes) -> dict[str, int]:
+    return {name: int(getattr(sizes, name)) for name in _RESUME_KEYS}
+
+
+def _check_resumed_sizes(saved: dict[str, int] | None, sizes: AnakinSizes, load_path: str) -> None:
+    """Refuse, with the keys to set, a resume whose sizes differ from the checkpoint's
+    (checkpoints written before the sizes were recorded are not checked)."""
+    if saved is None:
+        return
+    now = _resume_sizes(sizes)
+    differ = [name for name in _RESUME_KEYS if name in saved and int(saved[name]) != now[name]]
+    require(
+        not differ,
+        f"logger.checkpointing.load_path={load_path}: the checkpoint was saved with "
+        + ", ".join(f"{_RESUME_KEYS[n]}={saved[n]} (this run: {now[n]})" for n in differ)
+        + "; resume with the sizes it was saved with.",
+    )
+
+
 def run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
     """Run one experiment and return its evaluation metric (the absolute metric if enabled).
 
@@ -95,26 +138,47 @@ def run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
     learner_state = setup.learner_state
     best_params = jax.device_get(setup.actor.eval_params(learner_state))
     best_return, best_round, start_round = -np.inf, -1, 0
+    run_name = None
     if ckpt_cfg.load_model:
         restored = restore(ckpt_cfg.load_path, ckpt_cfg.load_step, learner_state, best_params)
         learner_state = jax.tree.map(
             lambda new, like: jax.device_put(new, like.sharding), restored.learner_state, learner_state
         )
         best_params = restored.best_params
+        _check_resumed_sizes(restored.meta.get("sizes"), sizes, ckpt_cfg.load_path)
         start_round = int(restored.meta["rounds_done"])
         best_return = float(restored.meta["best_return"])
         best_round = int(restored.meta["best_round"])
+        # A resumed run is the same run: same name, so the same JSON file (steps numbered on)
+        # and, by default, the same checkpoint directory. Checkpoints from before the run name
+        # was stored start a new name.
+        run_name = restored.meta.get("run_name")
         print(f"Resumed from {ckpt_cfg.load_path} after round {start_round}.", flush=True)
+        if run_name is None:
+            print(
+                "WARNING: the checkpoint does not name its run; this run logs under a new name, so "
+                "its JSON file and the original's hold the same seed.",
+                flush=True,
+            )
 
-    logger = StoixLogger(cfg)
+    run_name = run_name or new_run_name(cfg)
+    save_dir = Path(ckpt_cfg.save_dir or Path(cfg.logger.base_exp_path) / "checkpoints" / run_name)
+    if ckpt_cfg.save_model:
+        _check_save_dir_is_free(save_dir, start_round)
+    logger = StoixLogger(cfg, run_name, start_round)
     checkpointer: Checkpointer | None = None
     if ckpt_cfg.save_model:
-        save_dir = ckpt_cfg.save_dir or Path(cfg.logger.base_exp_path) / "checkpoints" / logger.run_name
-        checkpointer = Checkpointer(Path(save_dir), int(ckpt_cfg.max_to_keep))
+        checkpointer = Checkpointer(save_dir, int(ckpt_cfg.max_to_keep))
         print(f"Checkpoints: {checkpointer.directory}", flush=True)
 
     evaluate = make_evaluator(
-        eval_env, setup.actor.act, sizes.eval_episodes_per_device, bool(cfg.arch.evaluation_greedy), step_cap
+        eval_env,
+        setup.actor.act,
+        sizes.eval_episodes_per_device,
+        bool(cfg.arch.evaluation_greedy),
+        step_cap,
+        setup.actor.init_carry,
+        setup.actor.uses_env_state,
     )
     start = time.perf_counter()
     learn = setup.learn.lower(learner_state).compile()
@@ -141,7 +205,7 @@ def run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
                 checkpointer.close()
                 if round_index > start_round:
                     kept = f"; the last finite checkpoint is round {round_index} in {checkpointer.directory}"
-            logger.stop()
+            logger.stop(complete=False)  # the JSON log keeps its `.partial` name
             raise TrainingDivergedError(
                 f"training diverged in round {round_index + 1} of {sizes.num_evaluation} (step {steps}): "
                 f"{bad} is NaN or infinite, so the run stopped without a RESULT{kept}. Try a lower "
@@ -189,6 +253,8 @@ def run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
                 "timesteps": steps,
                 "best_return": best_return,
                 "best_round": best_round,
+                "run_name": logger.run_name,
+                "sizes": _resume_sizes(sizes),
             }
             checkpointer.save(round_index + 1, learner_state, best_params, meta)
 
@@ -201,6 +267,8 @@ def run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
             10 * sizes.eval_episodes_per_device,
             bool(cfg.arch.evaluation_greedy),
             step_cap,
+            setup.actor.init_carry,
+            setup.actor.uses_env_state,
         )
         result = jax.device_get(absolute(best_params, jax.random.fold_in(eval_key, 1_000_003)))
         final_metric = float(np.mean(result.episode_return))
@@ -208,8 +276,13 @@ def run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
             f"absolute metric: best parameters (round {best_round + 1}) "
             f"over {result.episode_return.size} episodes"
         )
-        abs_metrics: dict[str, Any] = {"episode_return": np.ravel(result.episode_return)}
+        # Every per-episode metric an evaluation step carries, for the same episodes.
+        abs_metrics: dict[str, Any] = {
+            "episode_return": np.ravel(result.episode_return),
+            "episode_length": np.ravel(result.episode_length),
+        }
         abs_metrics.update({f"episode_return_{k}": v for k, v in describe(result.episode_return).items()})
+        abs_metrics["episode_length_mean"] = float(np.mean(result.episode_length))
         logger.log(abs_metrics, sizes.total_timesteps, LogEvent.ABSOLUTE)
     if checkpointer is not None:
         checkpointer.close()

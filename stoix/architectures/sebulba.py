@@ -404,7 +404,7 @@ def run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
                 _log_evaluations(evaluator.finish(float(cfg.arch.eval_timeout_s)))  # earlier rounds' saves
                 if checkpointer is not None:
                     checkpointer.close()
-                logger.stop()
+                logger.stop(complete=False)  # the JSON keeps its unfinished (.partial) name
                 round_index = update_index // sizes.num_updates_per_eval + 1
                 raise TrainingDivergedError(
                     f"training diverged in round {round_index} of {sizes.num_evaluation} (update "

@@ -6,6 +6,7 @@ ABSOLUTE (the best parameters re-evaluated at the end) and MISC (timing and prog
 Optional backends are imported only when switched on.
 """
 
+import itertools
 import json
 import os
 import sys
@@ -45,7 +46,7 @@ class BaseBackend:
     def log(self, metrics: dict[str, Any], step: int, event: LogEvent) -> None:
         raise NotImplementedError
 
-    def stop(self) -> None:
+    def stop(self, complete: bool = True) -> None:
         pass
 
 
@@ -92,37 +93,100 @@ def _hms(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+# NOTE: marl-eval's pipeline reads every top-level key as an environment, every key of a run
+# but "absolute_metrics" as an evaluation step (and the run's last key as the absolute block),
+# and averages every entry of a step: no key can be added anywhere in the tree without it
+# misreading the file. So completeness is in the file name instead: a run writes
+# `<name>.json.partial` while it goes and renames it to `<name>.json` when it finishes.
+# A crashed, stopped or diverged run keeps the `.partial` name, which marl-eval's reader
+# (files ending in .json) and `python -m stoix.plot` (with a warning naming it) both skip.
+PARTIAL_SUFFIX = ".partial"
+
+
+def partial_path(path: Path) -> Path:
+    """Where the JSON file of a run that has not finished is written."""
+    return path.with_name(path.name + PARTIAL_SUFFIX)
+
+
 class JsonBackend(BaseBackend):
     """The marl-eval layout, for rliable-style aggregation across runs:
     {env: {task: {algorithm: {"seed_N": {"step_i": {"step_count": t, metric: [per episode]},
-    "absolute_metrics": {metric: [...]}}}}}}. Only EVAL and ABSOLUTE events are written."""
+    "absolute_metrics": {metric: [...]}}}}}}. Only EVAL and ABSOLUTE events are written;
+    "absolute_metrics" is always the run's last key, as marl-eval expects.
 
-    def __init__(self, path: Path, env_name: str, task_name: str, system_name: str, seed: int):
-        self._path = path
+    `start_round > 0` continues a resumed run: its file (finished or not) is read back, the
+    steps from `start_round` on and the absolute block are dropped (they belong to the part of
+    the run the checkpoint is before), and the next evaluation is `step_{start_round}`.
+    """
+
+    def __init__(
+        self, path: Path, env_name: str, task_name: str, system_name: str, seed: int, start_round: int = 0
+    ):
+        self.path = path
+        self.partial_path = partial_path(path)
         self._keys = (env_name, task_name, system_name, f"seed_{seed}")
-        self._data: dict[str, Any] = {}
-        self._step_index = 0
+        self._steps: dict[str, Any] = {}
+        self._absolute: dict[str, Any] | None = None
+        self._step_index = start_round
         path.parent.mkdir(parents=True, exist_ok=True)
+        if start_round > 0:
+            self._steps = self._read_back(start_round)
+
+    def _read_back(self, start_round: int) -> dict[str, Any]:
+        """The first `start_round` steps of this run from its file, newest of partial/finished."""
+        found = [p for p in (self.partial_path, self.path) if p.is_file()]
+        if not found:
+            print(
+                f"WARNING: resuming after round {start_round}, but the run's JSON log is not at "
+                f"{self.path} (nor {self.partial_path.name}); this file will hold rounds "
+                f"{start_round + 1} on only (step_{start_round}, ...).",
+                flush=True,
+            )
+            return {}
+        source = max(found, key=lambda p: p.stat().st_mtime)
+        run: Any = json.loads(source.read_text())
+        for key in self._keys:
+            run = run.get(key, {}) if isinstance(run, dict) else {}
+        kept = {f"step_{i}": run[f"step_{i}"] for i in range(start_round) if f"step_{i}" in run}
+        if len(kept) < start_round:
+            print(
+                f"WARNING: resuming after round {start_round}, but {source} holds only "
+                f"{len(kept)} of its evaluations; the missing steps stay missing.",
+                flush=True,
+            )
+        return kept
 
     def log(self, metrics: dict[str, Any], step: int, event: LogEvent) -> None:
         if event not in (LogEvent.EVAL, LogEvent.ABSOLUTE):
             return
-        run = self._data
-        for key in self._keys:
-            run = run.setdefault(key, {})
         per_episode = {
             k: [float(x) for x in np.ravel(v)]
             for k, v in metrics.items()
             if isinstance(v, (list, np.ndarray))
         }
         if event == LogEvent.EVAL:
-            run[f"step_{self._step_index}"] = {"step_count": int(step), **per_episode}
+            self._steps[f"step_{self._step_index}"] = {"step_count": int(step), **per_episode}
             self._step_index += 1
         else:
-            run["absolute_metrics"] = per_episode
-        tmp = self._path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._data, indent=1))
-        tmp.replace(self._path)
+            self._absolute = per_episode
+        self._write(self.partial_path)
+
+    def _write(self, path: Path) -> None:
+        run = dict(self._steps)
+        if self._absolute is not None:
+            run["absolute_metrics"] = self._absolute  # last, as marl-eval reads it
+        data: Any = run
+        for key in reversed(self._keys):
+            data = {key: data}
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(path)
+
+    def stop(self, complete: bool = True) -> None:
+        """A finished run moves its log to the final name; an unfinished one leaves `.partial`."""
+        if complete:
+            self._write(self.path)
+            self.partial_path.unlink(missing_ok=True)
 
 
 class TensorboardBackend(BaseBackend):
@@ -135,7 +199,7 @@ class TensorboardBackend(BaseBackend):
         for key, value in _scalars(metrics).items():
             self._writer.add_scalar(f"{event.value}/{key}", value, step)
 
-    def stop(self) -> None:
+    def stop(self, complete: bool = True) -> None:
         self._writer.close()
 
 
@@ -161,7 +225,7 @@ class WandbBackend(BaseBackend):
     def log(self, metrics: dict[str, Any], step: int, event: LogEvent) -> None:
         self._run.log({f"{event.value}/{k}": v for k, v in _scalars(metrics).items()}, step=step)
 
-    def stop(self) -> None:
+    def stop(self, complete: bool = True) -> None:
         self._run.finish()
 
 
@@ -192,7 +256,7 @@ class NeptuneBackend(BaseBackend):
         for key, value in _scalars(metrics).items():
             self._run[f"{event.value}/{key}"].append(value, step=step)
 
-    def stop(self) -> None:
+    def stop(self, complete: bool = True) -> None:
         self._run.stop()
 
 
@@ -253,18 +317,37 @@ def validate_logger_config(cfg: DictConfig) -> None:
         )
 
 
-class StoixLogger:
-    """Fans metrics out to every backend switched on in `cfg.logger`."""
+# Runs started by one process in the same second (tests, sweeps in-process) get a suffix.
+_RUNS_STARTED = itertools.count()
 
-    def __init__(self, cfg: DictConfig):
+
+def new_run_name(cfg: DictConfig) -> str:
+    """`<system>_<env>_<task>_seed<N>_<date-time>_<pid>`, unique on this machine: the process id
+    keeps two runs started in the same second apart, a counter two runs of one process."""
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}"
+    count = next(_RUNS_STARTED)
+    if count:
+        stamp += f"_{count}"
+    return (
+        f"{cfg.system.system_name}_{cfg.env.env_name}_{cfg.env.scenario.task_name}"
+        f"_seed{int(cfg.arch.seed)}_{stamp}"
+    )
+
+
+class StoixLogger:
+    """Fans metrics out to every backend switched on in `cfg.logger`.
+
+    A resumed run passes the `run_name` stored in its checkpoint and the round it resumes
+    after (`start_round`), so it keeps writing the same JSON file with its steps numbered on.
+    """
+
+    def __init__(self, cfg: DictConfig, run_name: str | None = None, start_round: int = 0):
         validate_logger_config(cfg)
         env_name = cfg.env.env_name
         task_name = cfg.env.scenario.task_name
         system_name = cfg.system.system_name
         seed = int(cfg.arch.seed)
-        # NOTE: the process id keeps two runs started in the same second apart.
-        stamp = f"{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}"
-        run_name = f"{system_name}_{env_name}_{task_name}_seed{seed}_{stamp}"
+        run_name = run_name or new_run_name(cfg)
         base = Path(cfg.logger.base_exp_path)
         self.run_name = run_name
         self._backends: list[BaseBackend] = []
@@ -274,7 +357,9 @@ class StoixLogger:
         if cfg.logger.use_json:
             json_path = cfg.logger.kwargs.json_path
             path = Path(json_path) if json_path else base / "json" / f"{run_name}.json"
-            self._backends.append(JsonBackend(path, env_name, task_name, system_name, seed))
+            if start_round == 0 and (path.exists() or partial_path(path).exists()):
+                print(f"WARNING: {path} exists and this new run will replace it.", flush=True)
+            self._backends.append(JsonBackend(path, env_name, task_name, system_name, seed, start_round))
             self.json_path = path
         if cfg.logger.use_tb:
             self._backends.append(TensorboardBackend(base / "tensorboard" / run_name))
@@ -287,6 +372,8 @@ class StoixLogger:
         for backend in self._backends:
             backend.log(metrics, step, event)
 
-    def stop(self) -> None:
+    def stop(self, complete: bool = True) -> None:
+        """`complete=False` for a run that did not finish (it diverged): its JSON file keeps
+        the `.partial` name."""
         for backend in self._backends:
-            backend.stop()
+            backend.stop(complete)

@@ -91,6 +91,16 @@ SYSTEM_KEYS: dict[str, Range] = {
     "target_entropy_scale": NON_NEGATIVE,
     "munchausen_coefficient": NON_NEGATIVE,
     "regularizer_coefficient": NON_NEGATIVE,
+    "num_simulations": AT_LEAST_ONE,  # ff_az: simulations per search
+    "num_eval_simulations": AT_LEAST_ONE,
+    "max_num_considered_actions": AT_LEAST_ONE,
+    "gumbel_scale": NON_NEGATIVE,
+    "dirichlet_alpha": POSITIVE,
+    "dirichlet_fraction": PROBABILITY,
+    "burn_in_length": Range(int, 0),  # rec_r2d2: steps that only warm a replayed memory up
+    "sequence_period": AT_LEAST_ONE,
+    "priority_eta": PROBABILITY,
+    "value_rescaling_eps": NON_NEGATIVE,
 }
 
 
