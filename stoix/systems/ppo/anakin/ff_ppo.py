@@ -312,6 +312,18 @@ def get_learner_fn(
     return learner_fn
 
 
+def make_optimizer(cfg: DictConfig, num_gradient_steps: int) -> optax.GradientTransformation:
+    """Adam behind a global-norm clip; the learning rate decays linearly to 0 over the run's
+    gradient steps when `system.decay_learning_rates`."""
+    learning_rate = (
+        optax.linear_schedule(float(cfg.learning_rate), 0.0, num_gradient_steps)
+        if cfg.decay_learning_rates
+        else float(cfg.learning_rate)
+    )
+    clip = optax.clip_by_global_norm(float(cfg.max_grad_norm))
+    return optax.chain(clip, optax.adam(learning_rate, eps=1e-5))
+
+
 def learner_setup(
     env: Any,
     config: DictConfig,
@@ -341,16 +353,7 @@ def learner_setup(
 
     actor = make_actor(config.network.actor_network, env.action_spec)
     critic = make_critic(config.network.critic_network)
-    num_gradient_steps = sizes.num_updates * int(cfg.epochs) * num_minibatches
-    learning_rate = (
-        optax.linear_schedule(float(cfg.learning_rate), 0.0, num_gradient_steps)
-        if cfg.decay_learning_rates
-        else float(cfg.learning_rate)
-    )
-    optimizer = optax.chain(
-        optax.clip_by_global_norm(float(cfg.max_grad_norm)),
-        optax.adam(learning_rate, eps=1e-5),
-    )
+    optimizer = make_optimizer(cfg, sizes.num_updates * int(cfg.epochs) * num_minibatches)
     obs_spec = env.observation_spec
 
     def init_fn(params_key: chex.PRNGKey, slot_key: chex.PRNGKey) -> LearnerState:

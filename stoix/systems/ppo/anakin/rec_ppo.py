@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 from stoix.architectures.anakin import init_learner_state, run_from_cli
 from stoix.base_types import ActorApply, ActorCriticParams, ExperimentOutput, Observation, SystemSetup
 from stoix.networks.recurrent import make_recurrent_actor, make_recurrent_critic
-from stoix.systems.ppo.anakin.ff_ppo import clipped_objective, value_loss
+from stoix.systems.ppo.anakin.ff_ppo import clipped_objective, make_optimizer, value_loss
 from stoix.utils.config import CONFIG_DIR, check_overrides, require
 from stoix.utils.multistep import truncated_gae
 from stoix.utils.sizes import AnakinSizes
@@ -264,16 +264,7 @@ def learner_setup(env: Any, config: DictConfig, sizes: AnakinSizes, key: chex.PR
     )
     actor = make_recurrent_actor(config.network.actor_network, env.action_spec)
     critic = make_recurrent_critic(config.network.critic_network)
-    num_gradient_steps = sizes.num_updates * int(cfg.epochs) * num_minibatches
-    learning_rate = (
-        optax.linear_schedule(float(cfg.learning_rate), 0.0, num_gradient_steps)
-        if cfg.decay_learning_rates
-        else float(cfg.learning_rate)
-    )
-    optimizer = optax.chain(
-        optax.clip_by_global_norm(float(cfg.max_grad_norm)),
-        optax.adam(learning_rate, eps=1e-5),
-    )
+    optimizer = make_optimizer(cfg, sizes.num_updates * int(cfg.epochs) * num_minibatches)
     obs_spec = env.observation_spec
 
     def init_fn(params_key: chex.PRNGKey, slot_key: chex.PRNGKey) -> LearnerState:
