@@ -5,7 +5,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import REPO_ROOT, TINY, anakin_script, run_script, tiny_for
+from conftest import REPO_ROOT, TINY, anakin_script, device_env, run_script, tiny_for
 
 PPO = "stoix/systems/ppo/anakin/ff_ppo.py"
 
@@ -121,7 +121,7 @@ def test_replicas_stay_identical_across_four_devices(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-c", script],
         cwd=REPO_ROOT,
-        env={**__import__("os").environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+        env=device_env(4),
         capture_output=True,
         text=True,
         timeout=300,

@@ -60,7 +60,7 @@ def test_episodes_ending_at_different_steps_across_two_devices_count_only_their_
     import sys
     import textwrap
 
-    from conftest import REPO_ROOT
+    from conftest import REPO_ROOT, device_env
 
     script = textwrap.dedent(
         """
@@ -92,7 +92,7 @@ def test_episodes_ending_at_different_steps_across_two_devices_count_only_their_
     proc = subprocess.run(
         [sys.executable, "-c", script],
         cwd=REPO_ROOT,
-        env={**__import__("os").environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+        env=device_env(2),
         capture_output=True,
         text=True,
         timeout=300,

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, tiny_for
+from conftest import REPO_ROOT, device_env, tiny_for
 
 from stoix.architectures.anakin import run_experiment
 from stoix.base_types import Observation
@@ -182,7 +182,7 @@ def test_replicas_stay_identical_on_two_devices_with_update_batches(system, tmp_
         print("OK")
         """
     )
-    env = {**__import__("os").environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    env = device_env(2)
     proc = subprocess.run(
         [sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
     )

@@ -3,7 +3,6 @@ carried across calls, GAE with a truncated and a terminated step by hand, whole 
 each minibatch, partially observable environments, tiny runs (one and two devices) and the
 one-line errors."""
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -12,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, TINY, run_script
+from conftest import REPO_ROOT, TINY, device_env, run_script
 from omegaconf import OmegaConf
 
 from stoix.base_types import Observation
@@ -210,7 +209,7 @@ def test_two_devices_with_update_batches_keep_replicas_identical(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-c", script],
         cwd=REPO_ROOT,
-        env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+        env=device_env(2),
         capture_output=True,
         text=True,
         timeout=300,

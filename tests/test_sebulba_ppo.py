@@ -113,6 +113,60 @@ def test_an_actor_exception_ends_the_run_with_that_error_within_seconds(tmp_path
     assert time.perf_counter() - start < 60
 
 
+def _sebulba_threads():
+    import threading
+
+    return {t for t in threading.enumerate() if t.name.startswith(("actor", "evaluator"))}
+
+
+def test_a_learner_exception_stops_every_thread_and_keeps_the_checkpoints(tmp_path, monkeypatch):
+    """The learner (main thread) fails after the first evaluation's checkpoint: the error
+    reaches the caller within seconds, no actor or evaluator thread is left, and the
+    checkpoint written before the failure restores."""
+    import stoix.architectures.sebulba as sebulba
+    from stoix.utils.checkpointing import restore
+
+    calls = {"n": 0}
+    real_check = sebulba.first_non_finite
+
+    def failing_learner_step(*args):
+        calls["n"] += 1
+        if calls["n"] == 12:  # update 12 of 16; the checkpoint of update 8 is written
+            raise RuntimeError("learner step failed")
+        return real_check(*args)
+
+    monkeypatch.setattr(sebulba, "first_non_finite", failing_learner_step)
+    ckpt = tmp_path / "ckpt"
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match="learner step failed"):
+        run_ppo(
+            config(
+                tmp_path,
+                "arch.total_timesteps=1024",
+                "logger.checkpointing.save_model=true",
+                f"logger.checkpointing.save_dir={ckpt}",
+            )
+        )
+    assert time.perf_counter() - start < 60
+    assert not _sebulba_threads(), _sebulba_threads()
+    assert sorted(p.name for p in ckpt.iterdir() if p.name.isdigit()) == ["1"]
+    assert restore(str(ckpt), 1, None, None).meta["updates_done"] == 8
+
+
+def test_an_evaluator_exception_ends_the_run_with_that_error_within_seconds(tmp_path, monkeypatch):
+    import stoix.architectures.sebulba as sebulba
+
+    def failing_evaluation(*args, **kwargs):
+        raise RuntimeError("evaluation environment crashed")
+
+    monkeypatch.setattr(sebulba, "evaluate", failing_evaluation)
+    start = time.perf_counter()
+    with pytest.raises(ThreadFailed, match="evaluation environment crashed"):
+        run_ppo(config(tmp_path, "arch.total_timesteps=100000"))
+    assert time.perf_counter() - start < 60
+    assert not _sebulba_threads(), _sebulba_threads()
+
+
 def test_ctrl_c_stops_every_thread_and_exits_with_one_line(tmp_path):
     import os
     import signal

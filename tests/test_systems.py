@@ -4,11 +4,13 @@ import copy
 import importlib
 from pathlib import Path
 
+import jax
+import numpy as np
 import pytest
 from conftest import anakin_script, tiny_for
 from omegaconf import OmegaConf
 
-from stoix.architectures.anakin import run_experiment
+from stoix.architectures.anakin import run_experiment, run_summary
 from stoix.utils.config import CONFIG_DIR, REPO_ROOT, StoixConfigError, compose_config
 
 ENTRY_CONFIGS = sorted(p.stem for p in (Path(CONFIG_DIR) / "default" / "anakin").glob("*.yaml"))
@@ -30,9 +32,18 @@ def test_entry_config_trains_for_a_tiny_budget_without_mutating_config(entry, tm
     assert cfg.system.system_name == entry.removeprefix("default_")
     before = copy.deepcopy(OmegaConf.to_container(cfg))
     module = system_module(cfg.system.system_name)
-    metric = run_experiment(cfg, module.learner_setup)
-    assert isinstance(metric, float) and metric == metric  # a number, not NaN
+    summary = run_summary(cfg, module.learner_setup)
+    assert isinstance(summary.metric, float) and np.isfinite(summary.metric)
     assert OmegaConf.to_container(cfg) == before, "running must not change the config"
+    # It trained: the policy's parameters moved, and every loss it logged is a finite number.
+    moved = [
+        not np.array_equal(a, b)
+        for a, b in zip(jax.tree.leaves(summary.initial_params), jax.tree.leaves(summary.final_params))
+    ]
+    assert moved and any(moved), "no parameter changed in training"
+    assert summary.train_metrics and all(np.isfinite(v) for v in summary.train_metrics.values()), (
+        summary.train_metrics
+    )
 
 
 def test_update_batch_observation_norm_and_sampled_evaluation(tiny):

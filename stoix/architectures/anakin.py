@@ -7,6 +7,7 @@ A researcher who needs a different loop copies this file next to the system.
 """
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -106,8 +107,38 @@ def _check_resumed_sizes(saved: dict[str, int] | None, sizes: AnakinSizes, load_
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class RunSummary:
+    """What a finished run hands back to the code that called it (tests, sweeps, notebooks)."""
+
+    metric: float  # the RESULT line's number: the absolute metric if enabled, else the final evaluation
+    initial_params: Any  # the evaluation parameters before training (host arrays)
+    final_params: Any  # ... and after the last round
+    train_metrics: dict[str, float]  # the last round's losses and statistics, averaged
+
+
 def run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
-    """Run one experiment and return its evaluation metric (the absolute metric if enabled).
+    """Run one experiment and return its evaluation metric (see `run_summary`)."""
+    return run_summary(cfg, learner_setup).metric
+
+
+def run_summary(cfg: DictConfig, learner_setup: SetupFn) -> RunSummary:
+    """Run one experiment and return its metric, parameters before and after, and last losses.
+
+    JAX keeps every compiled program alive in its caches, and each holds ~1,000 memory
+    mappings of machine code; a process that runs experiments one after another (a Hydra
+    multirun, Optuna, a test session) reaches the kernel's limit of 65,530 mappings after
+    ~45 runs and XLA dies with a segmentation fault while compiling. The caches are
+    cleared when the experiment ends, however it ends.
+    """
+    try:
+        return _run_experiment(cfg, learner_setup)
+    finally:
+        jax.clear_caches()
+
+
+def _run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> RunSummary:
+    """Run one experiment; its metric is the absolute metric if enabled.
 
     Raises StoixConfigError, before anything compiles, for a config that cannot work.
     """
@@ -180,6 +211,8 @@ def run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
         setup.actor.init_carry,
         setup.actor.uses_env_state,
     )
+    initial_params = jax.device_get(setup.actor.eval_params(learner_state))  # after any resume
+    train_metrics: dict = {}
     start = time.perf_counter()
     learn = setup.learn.lower(learner_state).compile()
     compile_s = time.perf_counter() - start
@@ -294,7 +327,12 @@ def run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
         f"{sps:,.0f} steps/s training, compile {compile_s:.1f}s",
         flush=True,
     )
-    return final_metric
+    return RunSummary(
+        metric=final_metric,
+        initial_params=initial_params,
+        final_params=jax.device_get(setup.actor.eval_params(learner_state)),
+        train_metrics={k: float(np.mean(v)) for k, v in train_metrics.items()},
+    )
 
 
 def run_from_cli(cfg: DictConfig, learner_setup: SetupFn) -> float:

@@ -263,6 +263,21 @@ def _restore(cfg: DictConfig, sizes: SebulbaSizes, system: SebulbaSystem, best: 
 
 
 def run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
+    """Run one experiment and return its evaluation metric (see `_run_experiment`).
+
+    JAX keeps every compiled program alive in its caches, and each holds ~1,000 memory
+    mappings of machine code; a process that runs experiments one after another (a Hydra
+    multirun, Optuna, a test session) reaches the kernel's limit of 65,530 mappings after
+    ~45 runs and XLA dies with a segmentation fault while compiling. The caches are
+    cleared when the experiment ends, however it ends.
+    """
+    try:
+        return _run_experiment(cfg, learner_setup)
+    finally:
+        jax.clear_caches()
+
+
+def _run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
     """Train with actor threads and a learner; returns the (absolute) evaluation metric."""
     validate_system(cfg.system)
     devices = jax.devices()
@@ -460,6 +475,20 @@ def run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
             )
             for step, (updates_done, state) in sorted(pending_saves.items()):
                 _save(step, updates_done, state)
+    except Exception as error:
+        # A failure after an evaluation round was submitted must not lose that round's
+        # checkpoint: wait briefly for the evaluations already running, then save every
+        # pending round (with the best parameters known) before the error goes on.
+        if checkpointer is not None and pending_saves and not isinstance(error, TrainingDivergedError):
+            try:
+                if not lifetime.should_stop():
+                    _log_evaluations(evaluator.finish(min(float(cfg.arch.eval_timeout_s), 30.0)))
+            finally:
+                for step, (updates_done, state) in sorted(pending_saves.items()):
+                    _save(step, updates_done, state)
+                checkpointer.close()
+                checkpointer = None
+        raise
     finally:
         lifetime.stop()
         for pipeline in pipelines:
