@@ -286,3 +286,62 @@ def test_pqn_q_lambda_targets_by_hand():
     np.testing.assert_allclose(np.ravel(g), [g0, g1, g2], rtol=1e-6)
     terminated = q_lambda_targets(r, np.array([[1.0], [0.0], [1.0]], np.float32), q_next, done, gamma, lam)
     assert float(terminated[1, 0]) == pytest.approx(1.0)
+
+
+def test_hard_target_update_copies_every_period_and_polyak_moves_by_tau():
+    from omegaconf import OmegaConf
+
+    online, target = {"w": jnp.array([1.0, 2.0])}, {"w": jnp.array([0.0, 0.0])}
+    hard = OmegaConf.create({"target_update": "hard", "target_update_period": 3, "tau": 0.1})
+    for step, expected in [
+        (1, [0.0, 0.0]),
+        (2, [0.0, 0.0]),
+        (3, [1.0, 2.0]),
+        (4, [0.0, 0.0]),
+        (6, [1.0, 2.0]),
+    ]:
+        got = ff_dqn.update_target(online, target, jnp.asarray(step), hard)["w"]
+        np.testing.assert_allclose(got, expected, err_msg=f"gradient step {step}")
+    polyak = OmegaConf.create({"target_update": "polyak", "target_update_period": 3, "tau": 0.1})
+    got = ff_dqn.update_target(online, {"w": jnp.array([10.0, -10.0])}, jnp.asarray(1), polyak)["w"]
+    np.testing.assert_allclose(got, [0.9 * 10 + 0.1 * 1, 0.9 * -10 + 0.1 * 2], rtol=1e-6)
+
+
+def test_rainbow_loss_and_priorities_by_hand():
+    """Atoms (-1, 0, 1). The online net prefers action 0 at s' (it selects), the target net
+    puts all mass of action 0 on +1 and of action 1 on -1 (double Q: the selected action is
+    evaluated by the target). gamma 0.5, reward 0: a truncated step's target is mass at
+    0.5 * 1, split half/half onto atoms 0 and 1; a terminated step's is all on atom 0."""
+    from stoix.networks.heads import DistributionalQ
+    from stoix.systems.q_learning.ff_rainbow import new_priorities, rainbow_loss
+
+    atoms = jnp.array([-1.0, 0.0, 1.0])
+
+    def apply_fn(logits, obs, rngs=None):
+        logits = jnp.broadcast_to(logits, (obs.agent_view.shape[0], 2, 3))
+        q = jnp.sum(jax.nn.softmax(logits) * atoms, axis=-1)
+        return DistributionalQ(q_values=q, logits=logits, atoms=atoms)
+
+    online = jnp.array([[0.0, 0.0, 2.0], [2.0, 0.0, 0.0]])  # Q(., 0) > 0 > Q(., 1)
+    target = jnp.array([[-50.0, -50.0, 50.0], [50.0, -50.0, -50.0]])
+    two = ff_dqn.QTransition(
+        obs=obs_of(np.ones((2, 1))),
+        action=jnp.zeros((2, 1), jnp.int32),
+        reward=jnp.zeros((2, 1)),
+        discount=jnp.array([[1.0], [0.0]]),  # truncated, terminated
+        done=jnp.array([[True], [True]]),
+        next_obs=obs_of(np.ones((2, 1))),
+    )
+    weights = jnp.array([1.0, 0.5])
+    loss, (_, per_sample) = rainbow_loss(
+        online, target, two, weights, jax.random.PRNGKey(0), apply_fn=apply_fn, gamma=0.5
+    )
+    log_p = np.log(np.exp([0.0, 0.0, 2.0]) / np.exp([0.0, 0.0, 2.0]).sum())
+    truncated = -(0.5 * log_p[1] + 0.5 * log_p[2])
+    terminated = -log_p[1]
+    np.testing.assert_allclose(per_sample, [truncated, terminated], rtol=1e-4)
+    np.testing.assert_allclose(loss, (1.0 * truncated + 0.5 * terminated) / 2, rtol=1e-4)
+    # New priorities are the unweighted per-sample losses (+1e-6); a broken item keeps 0.
+    np.testing.assert_allclose(
+        new_priorities(per_sample, jnp.array([0.3, 0.0])), [truncated + 1e-6, 0.0], rtol=1e-5
+    )

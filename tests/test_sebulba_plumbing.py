@@ -153,3 +153,28 @@ def test_async_evaluator_finish_gives_each_job_its_own_timeout():
     assert [step for step, _, _ in stuck.finish(timeout_s=0.3)] == [0]
     assert stuck.outstanding == 1 and time.perf_counter() - start < 2.0
     lifetime.stop()
+
+
+def test_evaluation_cut_by_the_step_cap_counts_partial_returns():
+    """CartPole pays 1 per step and always pushing left ends each episode after 8-12 steps
+    (L_i). With a step cap c an episode's return is min(L_i, c): finished episodes keep their
+    own return (not the next episode's), unfinished ones count what they scored so far."""
+    import jax
+    import numpy as np
+
+    from stoix.architectures.sebulba import evaluate
+    from stoix.utils.config import compose_config
+
+    def push_left(params, observation, key):
+        return np.zeros(observation.agent_view.shape[0], np.int32), None, key
+
+    def returns_with_cap(cap):
+        cfg = compose_config(
+            "default/sebulba/default_ff_ppo", ["env=gymnasium/cartpole", f"arch.eval_step_cap={cap}"]
+        )
+        return evaluate(cfg, push_left, None, jax.devices()[0], 6, seed=11)
+
+    lengths = returns_with_cap(200)
+    assert np.all((lengths >= 8) & (lengths <= 12)) and len(set(lengths.tolist())) > 1, lengths
+    for cap in (5, int(np.median(lengths))):
+        np.testing.assert_array_equal(returns_with_cap(cap), np.minimum(lengths, cap))

@@ -91,6 +91,13 @@ def importance_weights(probabilities: chex.Array, exponent: float) -> chex.Array
     return jnp.where(drawable, (p_min / jnp.where(drawable, probabilities, 1.0)) ** exponent, 0.0)
 
 
+def new_priorities(per_sample_loss: chex.Array, probabilities: chex.Array) -> chex.Array:
+    """Each drawn item's new priority: its own (unweighted) cross-entropy, kept above zero so it
+    stays drawable. A broken item drawn by accident (probability 0) keeps priority 0 instead of
+    being made drawable. flashbax raises priorities to its `priority_exponent` itself."""
+    return jnp.where(probabilities > 0, per_sample_loss + 1e-6, 0.0)
+
+
 def get_learner_fn(
     env: Any,
     q_apply: Callable,
@@ -135,8 +142,7 @@ def get_learner_fn(
             carry.params.online, carry.params.target, sample.experience, weights, noise_key
         )
         # NOTE: priorities stay per replica (each has its own buffer); gradients are shared.
-        # A broken item drawn by accident keeps priority 0 instead of being made drawable.
-        priorities = jnp.where(sample.probabilities > 0, per_sample + 1e-6, 0.0)
+        priorities = new_priorities(per_sample, sample.probabilities)
         buffer_state = buffer.set_priorities(carry.buffer_state, sample.indices, priorities)
         for axis in sizes.replica_axes:
             grads, metrics = jax.lax.pmean((grads, metrics), axis_name=axis)
