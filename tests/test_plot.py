@@ -378,3 +378,66 @@ def test_a_resumed_run_continues_its_own_file(tmp_path, monkeypatch):
     # after the resumed one.)
     with pytest.raises(StoixConfigError, match=r"save_dir=.*already holds checkpoints of rounds \[2, 3, 4\]"):
         resume("logger.checkpointing.load_step=1")
+
+
+def test_a_resumed_sebulba_run_continues_its_own_file_with_episode_lengths(tmp_path, monkeypatch):
+    """Sebulba keeps the same promises: a run whose learner fails in round 3 of 4 leaves its
+    `.partial` log and the checkpoints of rounds 1 and 2; resumed, it writes on into the same
+    file, and every evaluation (absolute block included) carries episode lengths."""
+    import stoix.architectures.sebulba as sebulba
+    from stoix.systems.ppo.sebulba import ff_ppo
+    from stoix.utils.config import compose_config
+
+    overrides = [
+        "arch.total_num_envs=4",
+        "arch.total_timesteps=1024",  # 16 updates of 16 steps x 4 envs, 4 a round
+        "arch.num_evaluation=4",
+        "arch.num_eval_episodes=4",
+        "arch.eval_step_cap=50",
+        "arch.seed=6",
+        *TINY_SYSTEM["ppo"],
+        "logger.use_console=false",
+        "logger.use_json=true",
+        f"logger.base_exp_path={tmp_path}",
+        "logger.checkpointing.save_model=true",
+        "logger.checkpointing.max_to_keep=10",
+    ]
+    checks = []
+    real_check = sebulba.first_non_finite
+
+    def fail_in_round_3(*args):
+        checks.append(1)
+        if len(checks) == 10:
+            raise RuntimeError("learner step failed")
+        return real_check(*args)
+
+    monkeypatch.setattr(sebulba, "first_non_finite", fail_in_round_3)
+    with pytest.raises(RuntimeError, match="learner step failed"):
+        sebulba.run_experiment(
+            compose_config("default/sebulba/default_ff_ppo", overrides), ff_ppo.learner_setup
+        )
+    monkeypatch.setattr(sebulba, "first_non_finite", real_check)
+    (partial,) = (tmp_path / "json").iterdir()
+    assert partial.name.endswith(".json.partial")
+    run_name = partial.name[: -len(".json.partial")]
+    checkpoints = tmp_path / "checkpoints" / run_name
+    assert sorted(p.name for p in checkpoints.iterdir() if p.name.isdigit()) == ["1", "2"]
+    before = _load(partial)["gymnasium"]["cartpole"]["ff_ppo"]["seed_6"]
+
+    resumed = [
+        *overrides,
+        "logger.checkpointing.load_model=true",
+        f"logger.checkpointing.load_path={checkpoints}",
+    ]
+    sebulba.run_experiment(compose_config("default/sebulba/default_ff_ppo", resumed), ff_ppo.learner_setup)
+    (finished,) = (tmp_path / "json").iterdir()
+    assert finished.name == f"{run_name}.json"
+    data = _load(finished)
+    assert marl_eval_walk(data) == 1
+    run = data["gymnasium"]["cartpole"]["ff_ppo"]["seed_6"]
+    assert list(run) == ["step_0", "step_1", "step_2", "step_3", "absolute_metrics"]
+    assert [run[f"step_{i}"]["step_count"] for i in range(4)] == [256, 512, 768, 1024]
+    assert all(run[k] == before[k] for k in before)
+    for entry in run.values():
+        assert len(entry["episode_length"]) == len(entry["episode_return"]) > 0
+        assert all(1 <= n <= 50 for n in entry["episode_length"])

@@ -159,7 +159,7 @@ def test_an_evaluator_exception_ends_the_run_with_that_error_within_seconds(tmp_
     def failing_evaluation(*args, **kwargs):
         raise RuntimeError("evaluation environment crashed")
 
-    monkeypatch.setattr(sebulba, "evaluate", failing_evaluation)
+    monkeypatch.setattr(sebulba, "evaluate_episodes", failing_evaluation)
     start = time.perf_counter()
     with pytest.raises(ThreadFailed, match="evaluation environment crashed"):
         run_ppo(config(tmp_path, "arch.total_timesteps=100000"))

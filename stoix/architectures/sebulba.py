@@ -199,7 +199,12 @@ def actor_thread(
     env.close()
 
 
-def evaluate(
+def evaluate(*args: Any, **kwargs: Any) -> np.ndarray:
+    """The returns of `evaluate_episodes` (same arguments)."""
+    return evaluate_episodes(*args, **kwargs)[0]
+
+
+def evaluate_episodes(
     cfg: DictConfig,
     act: Callable,
     params: Any,
@@ -207,8 +212,8 @@ def evaluate(
     num_episodes: int,
     seed: int,
     init_carry: Callable[[int], Any] | None = None,
-) -> np.ndarray:
-    """Returns of `num_episodes` whole episodes (one per environment), on the host.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Returns and lengths of `num_episodes` whole episodes (one per environment), on the host.
 
     Returns are the environments' episode metrics, so an Atari game counts its unclipped
     score over all its lives. A recurrent policy (`init_carry` set) starts from its initial
@@ -217,6 +222,7 @@ def evaluate(
     env = make_host_envs(cfg.env, num_episodes, seed)
     timestep = env.reset()
     returns = np.zeros(num_episodes, np.float32)
+    lengths = np.zeros(num_episodes, np.int32)
     finished = np.zeros(num_episodes, bool)
     key = jax.random.PRNGKey(seed)
     carry = None if init_carry is None else jax.device_put(init_carry(num_episodes), device)
@@ -230,14 +236,26 @@ def evaluate(
         metrics = timestep.episode_metrics
         newly = metrics.is_terminal_step & ~finished
         returns[newly] = metrics.episode_return[newly]
+        lengths[newly] = metrics.episode_length[newly]
         finished |= newly
         if finished.all():
             break
     else:
         # Cut by the step cap: unfinished episodes count what they scored so far.
         returns[~finished] = env.running_return()[~finished]
+        lengths[~finished] = env.running_length()[~finished]
     env.close()
-    return returns
+    return returns, lengths
+
+
+def _episode_metrics(returns: np.ndarray, lengths: np.ndarray) -> dict[str, Any]:
+    """What an evaluation logs, as Anakin logs it: per-episode returns and lengths, and summaries."""
+    return {
+        "episode_return": returns,
+        "episode_length": lengths,
+        **{f"episode_return_{k}": v for k, v in describe(returns).items()},
+        "episode_length_mean": float(np.mean(lengths)),
+    }
 
 
 def _restore(cfg: DictConfig, sizes: SebulbaSizes, system: SebulbaSystem, best: dict) -> tuple:
@@ -259,6 +277,7 @@ def _restore(cfg: DictConfig, sizes: SebulbaSizes, system: SebulbaSystem, best: 
     )
     print(f"Resumed from {ckpt_cfg.load_path} after update {start_update}.", flush=True)
     state = restored.learner_state
+    best["run_name"] = restored.meta.get("run_name")  # None for checkpoints from before it was kept
     return state["params"], state["opt_state"], jnp.asarray(state["learn_key"]), start_update
 
 
@@ -318,7 +337,15 @@ def _run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
     params_r, opt_state_r = replicate(params), replicate(opt_state)
     eval_device = devices[int(cfg.arch.evaluator_device_id)]
 
-    logger = StoixLogger(cfg)
+    # A resumed run is the same run: same name, so its JSON file goes on (steps numbered on).
+    run_name = best.pop("run_name", None)
+    if ckpt_cfg.load_model and run_name is None:
+        print(
+            "WARNING: the checkpoint does not name its run; this run logs under a new name, so "
+            "its JSON file and the original's hold the same seed.",
+            flush=True,
+        )
+    logger = StoixLogger(cfg, run_name, start_update // sizes.num_updates_per_eval if run_name else 0)
     checkpointer: Checkpointer | None = None
     if ckpt_cfg.save_model:
         save_dir = ckpt_cfg.save_dir or Path(cfg.logger.base_exp_path) / "checkpoints" / logger.run_name
@@ -351,8 +378,8 @@ def _run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
         for i, device in enumerate(actor_devices)
     ]
 
-    def _evaluate(params_host: Any, step: int) -> np.ndarray:
-        return evaluate(
+    def _evaluate(params_host: Any, step: int) -> tuple[np.ndarray, np.ndarray]:
+        return evaluate_episodes(
             cfg,
             system.act_eval,
             jax.device_put(params_host, eval_device),
@@ -363,19 +390,20 @@ def _run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
         )
 
     def _save(step: int, updates_done: int, state: Any) -> None:
-        meta = {"updates_done": updates_done, "timesteps": step, "best_return": float(best["return"])}
+        meta = {
+            "updates_done": updates_done,
+            "timesteps": step,
+            "best_return": float(best["return"]),
+            "run_name": logger.run_name,
+        }
         checkpointer.save(updates_done // sizes.num_updates_per_eval, state, best["params"], meta)
 
     def _log_evaluations(results: list) -> None:
-        for step, params_host, returns in results:
+        for step, params_host, (returns, lengths) in results:
             best["last"] = float(np.mean(returns))
             if best["last"] > best["return"]:
                 best["return"], best["params"] = best["last"], params_host
-            metrics = {
-                "episode_return": returns,
-                **{f"episode_return_{k}": v for k, v in describe(returns).items()},
-            }
-            logger.log(metrics, step, LogEvent.EVAL)
+            logger.log(_episode_metrics(returns, lengths), step, LogEvent.EVAL)
             if step in pending_saves:
                 _save(step, *pending_saves.pop(step))
 
@@ -501,7 +529,7 @@ def _run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
         checkpointer.close()
     final, source = best["last"], "final evaluation"
     if cfg.arch.absolute_metric:
-        returns = evaluate(
+        returns, lengths = evaluate_episodes(
             cfg,
             system.act_eval,
             jax.device_put(best["params"], eval_device),
@@ -515,7 +543,7 @@ def _run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
             f"absolute metric: best parameters over {returns.size} episodes",
         )
         logger.log(
-            {"episode_return": returns, **{f"episode_return_{k}": v for k, v in describe(returns).items()}},
+            _episode_metrics(returns, lengths),
             sizes.total_timesteps,
             LogEvent.ABSOLUTE,
         )

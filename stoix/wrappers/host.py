@@ -90,5 +90,9 @@ class HostVecEnv:
         """The score of each environment's unfinished episode so far."""
         return self._running_return.copy()
 
+    def running_length(self) -> np.ndarray:
+        """The steps of each environment's unfinished episode so far."""
+        return self._running_length.copy()
+
     def close(self) -> None:
         pass
