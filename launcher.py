@@ -136,6 +136,7 @@ def slurm_parameters(slurm: Mapping[str, Any]) -> dict[str, Any]:
         "name": slurm.get("job_name"),
         "timeout_min": parse_time(slurm.get("time")),
         "nodes": slurm.get("nodes"),
+        "tasks_per_node": 1 if (slurm.get("nodes") or 1) > 1 else None,  # one process per node
         "gpus_per_node": slurm.get("gpus_per_node"),
         "cpus_per_task": slurm.get("cpus_per_task"),
         "mem_gb": slurm.get("mem_gb"),
@@ -213,6 +214,17 @@ def build_grid(cfg: DictConfig) -> list[GridPoint]:
             f"experiments.seeds: {seed!r} must be an integer.",
         )
     overrides = check_overrides(list(cfg.overrides or []))
+    nodes = int(cfg.slurm.get("nodes") or 1)
+    if nodes > 1 and cfg.executor == "slurm":
+        # Multi-node: every node runs the same command (one task each) and the processes join
+        # one run through jax.distributed, which reads the coordinator from SLURM's variables.
+        sebulba = [system for system in systems if "sebulba" in Path(system).parts]
+        require(
+            not sebulba,
+            f"slurm.nodes={nodes}: multi-node runs are Anakin-only; {', '.join(sebulba)} is a "
+            "Sebulba system (use slurm.nodes=1).",
+        )
+        overrides = [*overrides, "arch.multi_host=true"]
     return [
         GridPoint(
             system,

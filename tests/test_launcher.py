@@ -207,3 +207,27 @@ def test_parse_time(value: str, minutes: int) -> None:
 def test_parse_time_rejects(value: object) -> None:
     with pytest.raises(StoixConfigError, match="slurm.time"):
         load_launcher().parse_time(value)
+
+
+def test_multi_node_grid_joins_one_anakin_run_per_job() -> None:
+    """slurm.nodes > 1: one task per node, each running the same command with
+    arch.multi_host=true (the processes find each other through SLURM's variables); a Sebulba
+    system is refused before anything is submitted."""
+    from omegaconf import OmegaConf
+
+    launcher = load_launcher()
+    cfg = OmegaConf.create(
+        {
+            "experiments": {"systems": [SYSTEM], "envs": ["gymnax/cartpole"], "seeds": [0]},
+            "overrides": [],
+            "executor": "slurm",
+            "slurm": {"nodes": 2, "time": "00:10:00"},
+        }
+    )
+    (point,) = launcher.build_grid(cfg)
+    assert point.command[-1] == "arch.multi_host=true"
+    assert launcher.slurm_parameters({"nodes": 2, "time": "00:10:00"})["tasks_per_node"] == 1
+    assert "tasks_per_node" not in launcher.slurm_parameters({"nodes": 1, "time": "00:10:00"})
+    cfg.experiments.systems = ["stoix/systems/ppo/sebulba/ff_ppo.py"]
+    with pytest.raises(StoixConfigError, match="multi-node runs are Anakin-only"):
+        launcher.build_grid(cfg)

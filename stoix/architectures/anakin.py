@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from stoix.base_types import SystemSetup
 from stoix.evaluator import make_evaluator
 from stoix.networks.base import check_torsos_fit
+from stoix.utils import multihost
 from stoix.utils.checkpointing import Checkpointer, restore
 from stoix.utils.config import TrainingDivergedError, exit_on_config_error, require
 from stoix.utils.finite import first_non_finite
@@ -41,6 +42,7 @@ def init_learner_state(init_fn: Callable, key: jax.Array, sizes: AnakinSizes) ->
     params_key, slots_key = jax.random.split(key)
     slot_keys = jax.random.split(slots_key, sizes.num_devices * sizes.update_batch_size)
     slot_keys = slot_keys.reshape(sizes.num_devices, sizes.update_batch_size, -1)
+    slot_keys = multihost.local_rows(slot_keys)  # this process's devices' slots (multi-host)
     init = jax.pmap(jax.vmap(init_fn, in_axes=(None, 0)), in_axes=(None, 0), axis_name="device")
     return init(params_key, slot_keys)
 
@@ -62,6 +64,23 @@ def _episode_stats(episode_metrics: Any) -> dict[str, float]:
         for stat, value in describe(np.asarray(getattr(metrics, name))[done]).items():
             out[f"{name}_{stat}"] = value
     return out
+
+
+def _quiet(*args: Any, **kwargs: Any) -> None:
+    """`print` on every process but the first of a multi-host run."""
+
+
+class _QuietLogger:
+    """The logger of every process but the first of a multi-host run: logs nothing."""
+
+    def __init__(self, run_name: str):
+        self.run_name = run_name
+
+    def log(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def stop(self, complete: bool = True) -> None:
+        pass
 
 
 def _check_save_dir_is_free(save_dir: Path, start_round: int) -> None:
@@ -143,6 +162,9 @@ def _run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> RunSummary:
     Raises StoixConfigError, before anything compiles, for a config that cannot work.
     """
     cfg = copy.deepcopy(cfg)  # nothing below may change the caller's config
+    multihost.initialize(cfg.arch)  # before anything touches a device
+    main = multihost.is_main_process()  # only process 0 prints, logs and writes JSON
+    say = print if main else _quiet
     validate_system(cfg.system)
     sizes = anakin_sizes(cfg.arch, int(cfg.system.rollout_length), jax.device_count())
     validate_logger_config(cfg)
@@ -160,10 +182,10 @@ def _run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> RunSummary:
     step_cap = _eval_step_cap(cfg, eval_env)
     key, setup_key, eval_key = jax.random.split(jax.random.PRNGKey(int(cfg.arch.seed)), 3)
 
-    print(f"Stoix {cfg.system.system_name} on {cfg.env.env_name}/{cfg.env.scenario.name}")
-    print(sizes.describe(), flush=True)
+    say(f"Stoix {cfg.system.system_name} on {cfg.env.env_name}/{cfg.env.scenario.name}")
+    say(sizes.describe(), flush=True)
     for warning in sizes.warnings():
-        print(f"WARNING: {warning}", flush=True)
+        say(f"WARNING: {warning}", flush=True)
 
     setup = learner_setup(env, cfg, sizes, setup_key)
     learner_state = setup.learner_state
@@ -171,7 +193,8 @@ def _run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> RunSummary:
     best_return, best_round, start_round = -np.inf, -1, 0
     run_name = None
     if ckpt_cfg.load_model:
-        restored = restore(ckpt_cfg.load_path, ckpt_cfg.load_step, learner_state, best_params)
+        load_path = multihost.shard_dir(ckpt_cfg.load_path)
+        restored = restore(load_path, ckpt_cfg.load_step, learner_state, best_params)
         learner_state = jax.tree.map(
             lambda new, like: jax.device_put(new, like.sharding), restored.learner_state, learner_state
         )
@@ -184,23 +207,24 @@ def _run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> RunSummary:
         # and, by default, the same checkpoint directory. Checkpoints from before the run name
         # was stored start a new name.
         run_name = restored.meta.get("run_name")
-        print(f"Resumed from {ckpt_cfg.load_path} after round {start_round}.", flush=True)
+        say(f"Resumed from {ckpt_cfg.load_path} after round {start_round}.", flush=True)
         if run_name is None:
-            print(
+            say(
                 "WARNING: the checkpoint does not name its run; this run logs under a new name, so "
                 "its JSON file and the original's hold the same seed.",
                 flush=True,
             )
 
-    run_name = run_name or new_run_name(cfg)
+    run_name = multihost.agree(run_name or new_run_name(cfg))  # process 0's name for all
     save_dir = Path(ckpt_cfg.save_dir or Path(cfg.logger.base_exp_path) / "checkpoints" / run_name)
+    save_dir = Path(multihost.shard_dir(save_dir))
     if ckpt_cfg.save_model:
         _check_save_dir_is_free(save_dir, start_round)
-    logger = StoixLogger(cfg, run_name, start_round)
+    logger = StoixLogger(cfg, run_name, start_round) if main else _QuietLogger(run_name)
     checkpointer: Checkpointer | None = None
     if ckpt_cfg.save_model:
         checkpointer = Checkpointer(save_dir, int(ckpt_cfg.max_to_keep))
-        print(f"Checkpoints: {checkpointer.directory}", flush=True)
+        say(f"Checkpoints: {checkpointer.directory}", flush=True)
 
     evaluate = make_evaluator(
         eval_env,
@@ -214,7 +238,13 @@ def _run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> RunSummary:
     initial_params = jax.device_get(setup.actor.eval_params(learner_state))  # after any resume
     train_metrics: dict = {}
     start = time.perf_counter()
-    learn = setup.learn.lower(learner_state).compile()
+    if jax.process_count() == 1:
+        learn = setup.learn.lower(learner_state).compile()
+    else:
+        # NOTE: an ahead-of-time compiled pmap of several processes takes global arrays, while
+        # each process holds only its own devices' rows; the plain pmap call takes those (and
+        # compiles in round 1, whose time then includes it).
+        learn = setup.learn
     compile_s = time.perf_counter() - start
     logger.log({"compile_s": compile_s}, sizes.steps_per_eval * start_round, LogEvent.MISC)
 
@@ -247,7 +277,7 @@ def _run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> RunSummary:
 
         # EVALUATE
         eval_params = setup.actor.eval_params(learner_state)
-        result = jax.device_get(evaluate(eval_params, jax.random.fold_in(eval_key, round_index)))
+        result = multihost.gather(evaluate(eval_params, jax.random.fold_in(eval_key, round_index)))
         eval_return = float(np.mean(result.episode_return))
         if eval_return > best_return:
             best_return, best_round = eval_return, round_index
@@ -256,7 +286,7 @@ def _run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> RunSummary:
 
         # LOG
         rounds_left = sizes.num_evaluation - round_index - 1
-        act_metrics = _episode_stats(output.episode_metrics)
+        act_metrics = _episode_stats(multihost.gather(output.episode_metrics))
         act_metrics.update(
             steps_per_second=sizes.steps_per_eval / learn_s,
             progress=steps / sizes.total_timesteps,
@@ -273,7 +303,7 @@ def _run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> RunSummary:
         logger.log(eval_metrics, steps, LogEvent.EVAL)
         num_capped = int(np.sum(result.num_capped))
         if num_capped:
-            print(
+            say(
                 f"WARNING: {num_capped} evaluation episodes were still running at the step cap "
                 f"({step_cap} steps, arch.eval_step_cap); their returns are partial.",
                 flush=True,
@@ -303,7 +333,7 @@ def _run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> RunSummary:
             setup.actor.init_carry,
             setup.actor.uses_env_state,
         )
-        result = jax.device_get(absolute(best_params, jax.random.fold_in(eval_key, 1_000_003)))
+        result = multihost.gather(absolute(best_params, jax.random.fold_in(eval_key, 1_000_003)))
         final_metric = float(np.mean(result.episode_return))
         source = (
             f"absolute metric: best parameters (round {best_round + 1}) "
@@ -321,7 +351,7 @@ def _run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> RunSummary:
         checkpointer.close()
     logger.stop()
     sps = (sizes.num_evaluation - start_round) * sizes.steps_per_eval / max(train_s, 1e-9)
-    print(
+    say(
         f"RESULT {cfg.system.system_name} {cfg.env.scenario.name} seed={cfg.arch.seed}: "
         f"{metric_name}={final_metric:.2f} ({source}); {sizes.total_timesteps} steps, "
         f"{sps:,.0f} steps/s training, compile {compile_s:.1f}s",

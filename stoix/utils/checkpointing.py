@@ -33,6 +33,22 @@ def _host(tree: Any) -> Any:
     return jax.tree.map(lambda x: np.asarray(x), jax.device_get(tree))
 
 
+def _on_its_own(ocp: Any) -> dict[str, Any]:
+    """Each process of a multi-host run writes and reads its own shard of the learner state
+    (its own folder, host arrays), so its checkpoint manager neither waits for nor defers to
+    the other processes (orbax's default lets only process 0 write)."""
+    import jax
+
+    if jax.process_count() == 1:
+        return {}
+    me = jax.process_index()
+    return {
+        "multiprocessing_options": ocp.options.MultiprocessingOptions(
+            primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"stoix_process_{me}"
+        )
+    }
+
+
 class Checkpointer:
     """Writes one checkpoint per evaluation round under `directory`."""
 
@@ -42,8 +58,9 @@ class Checkpointer:
         _quiet_orbax()
         self._ocp = ocp
         self.directory = Path(directory).resolve()
+        self.directory.mkdir(parents=True, exist_ok=True)
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False
+            max_to_keep=max_to_keep, create=False, enable_async_checkpointing=False, **_on_its_own(ocp)
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
@@ -80,7 +97,8 @@ def restore(path: str, step: int | None, learner_state_like: Any, best_params_li
 
     _quiet_orbax()
     manager = ocp.CheckpointManager(
-        directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False)
+        directory,
+        options=ocp.CheckpointManagerOptions(read_only=True, create=False, **_on_its_own(ocp)),
     )
     steps = manager.all_steps()
     if not steps:

@@ -88,3 +88,8 @@ def _main_is_a_stoix_script() -> bool:
 
 if _main_is_a_stoix_script():
     install()
+    if any("multi_host" in arg for arg in sys.argv[1:]):
+        # Multi-host runs join before anything touches a device (see stoix.utils.multihost).
+        from stoix.utils.multihost import join_from_argv
+
+        join_from_argv(sys.argv)
