@@ -5,7 +5,7 @@ VENV_PY := .venv/bin/python
 # uv is bootstrapped with pip when it is not on PATH, then run as a module.
 UV := $(shell command -v uv >/dev/null 2>&1 && echo uv || echo "$(PYTHON) -m uv")
 
-.PHONY: install train test test-slow test-learning benchmark benchmark-sebulba plot lint clean
+.PHONY: install train test test-slow test-learning benchmark benchmark-sebulba plot results lint clean
 
 install: .venv/.installed
 
@@ -38,6 +38,13 @@ RESULTS ?= results/json
 PLOTS ?= plots
 plot: install
 	$(VENV_PY) -m stoix.plot $(RESULTS) --out $(PLOTS)
+
+# Train every results row on SEEDS seeds and rewrite docs/results.md and docs/images/ (hours
+# on a CPU): make results SEEDS=5 ONLY=ff_ppo,ff_dqn
+SEEDS ?= 5
+ONLY ?=
+results: install
+	$(VENV_PY) -m stoix.results --seeds $(SEEDS) --only "$(ONLY)"
 
 lint: install
 	$(VENV_PY) -m ruff check stoix tests launcher.py

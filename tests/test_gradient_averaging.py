@@ -122,3 +122,61 @@ def test_one_update_moves_by_the_mean_of_the_slots_moves(system, tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
+
+
+SEBULBA_SCRIPT = textwrap.dedent(
+    """
+    import jax, jax.numpy as jnp, numpy as np, optax
+    from stoix.base_types import ActorCriticParams, Observation
+    from stoix.networks.base import make_actor, make_critic
+    from stoix.systems.ppo.sebulba import ff_ppo
+    from stoix.utils.config import compose_config
+    from dm_env import specs
+
+    cfg = compose_config("default/sebulba/default_ff_ppo", ["system.num_minibatches=1", "system.epochs=1"])
+    T, E, D = 4, 4, 2  # rollout steps, environments, learner devices
+    rng = np.random.default_rng(0)
+    obs = lambda: Observation(rng.normal(size=(T, E, 4)).astype(np.float32), np.ones((T, E, 2), np.float32), np.zeros((T, E), np.int32))
+    traj = ff_ppo.Trajectory(
+        obs=obs(), action=rng.integers(0, 2, (T, E)).astype(np.int32),
+        log_prob=np.full((T, E), np.log(0.5), np.float32), reward=rng.normal(size=(T, E)).astype(np.float32),
+        discount=np.ones((T, E), np.float32), done=np.zeros((T, E), bool), next_obs=obs(),
+    )
+    actor = make_actor(cfg.network.actor_network, specs.DiscreteArray(2))
+    critic = make_critic(cfg.network.critic_network)
+    dummy = Observation(np.zeros((1, 4), np.float32), np.ones((1, 2), np.float32), np.zeros((1,), np.int32))
+    params = ActorCriticParams(actor.init(jax.random.PRNGKey(0), dummy), critic.init(jax.random.PRNGKey(1), dummy))
+    sgd = optax.sgd(0.1)
+
+    def run(devices, shards):
+        update = jax.pmap(ff_ppo.make_update_fn(actor, critic, sgd, cfg, T * E // D), axis_name="device", devices=devices)
+        stack = lambda tree: jax.tree.map(lambda *x: np.stack(x), *tree)
+        out, _, _ = update(stack([params] * len(shards)), stack([sgd.init(params)] * len(shards)), stack(shards), jax.random.split(jax.random.PRNGKey(2), len(shards)))
+        return jax.tree.map(lambda x: np.asarray(x), out)
+
+    halves = [jax.tree.map(lambda x: x[:, i * E // D : (i + 1) * E // D], traj) for i in range(D)]
+    both = run(jax.devices()[:2], halves)
+    for leaf in jax.tree.leaves(both):
+        np.testing.assert_array_equal(leaf[0], leaf[1])  # the two learner devices agree
+    alone = [run(jax.devices()[:1], [h]) for h in halves]
+    move = lambda after: jax.tree.map(lambda a, p: a[0] - np.asarray(p), after, params)
+    mean_move = jax.tree.map(lambda a, b: (a + b) / 2, move(alone[0]), move(alone[1]))
+    spread = sum(float(np.abs(a - b).sum()) for a, b in zip(jax.tree.leaves(move(alone[0])), jax.tree.leaves(move(alone[1]))))
+    assert spread > 1e-3, spread
+    for got, want in zip(jax.tree.leaves(move(both)), jax.tree.leaves(mean_move)):
+        np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-6)
+    print("OK")
+    """
+)
+
+
+def test_sebulba_learner_devices_move_by_the_mean_of_their_halves_moves():
+    proc = subprocess.run(
+        [sys.executable, "-c", SEBULBA_SCRIPT],
+        cwd=REPO_ROOT,
+        env=device_env(2),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
