@@ -23,6 +23,7 @@ FLOORS = {
     "stoix.systems": 3,
     "stoix.benchmarks": 4,
     "stoix.plot": 4,  # reads logs only; imports no other stoix module
+    "stoix.results": 5,  # runs system scripts as commands and tabulates them with stoix.plot
 }
 
 
