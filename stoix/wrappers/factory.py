@@ -1,8 +1,9 @@
 """Build the environments named by `cfg.env`: JAX ones for Anakin (`make_env`), host ones for
 Sebulba (`make_host_envs`).
 
-The adapters (gymnax.py, host.py with envpool.py and gymnasium.py) import nothing back from
-here; suites are imported only when asked for, so a gymnax run never pays for envpool.
+The adapters (gymnax.py, jumanji.py, brax.py, host.py with envpool.py and gymnasium.py) import
+nothing back from here; suites are imported only when asked for, so a gymnax run never pays for
+envpool, Jumanji's tasks or Brax (tests/test_env_suites.py checks it).
 """
 
 from typing import Any
@@ -13,7 +14,7 @@ from stoix.utils.config import StoixConfigError
 from stoix.wrappers.core import AutoReset, ClipAction, ObservationSubset, RecordEpisodeMetrics, VmapWrapper
 from stoix.wrappers.host import HostVecEnv
 
-SUITES = ("gymnax",)
+SUITES = ("gymnax", "jumanji", "brax")
 
 
 def make_single_env(env_cfg: DictConfig) -> Any:
@@ -32,6 +33,17 @@ def make_single_env(env_cfg: DictConfig) -> Any:
         env = GymnaxToJumanji(env, params)
         env = _observation_subset(env, env_cfg)
         return env if hasattr(env.action_spec, "num_values") else ClipAction(env)
+    if suite == "jumanji":
+        from stoix.wrappers.jumanji import JumanjiToStoix, make_jumanji_env
+
+        env, task, own_limit = make_jumanji_env(env_cfg.scenario.name, **kwargs)
+        limit = own_limit if env_cfg.max_episode_steps is None else int(env_cfg.max_episode_steps)
+        return JumanjiToStoix(env, task.agent_view, limit)
+    if suite == "brax":
+        from stoix.wrappers.brax import BraxToStoix, make_brax_env
+
+        env = BraxToStoix(make_brax_env(env_cfg.scenario.name, **kwargs), int(env_cfg.max_episode_steps))
+        return ClipAction(env)
     if suite in ("envpool", "gymnasium"):
         raise StoixConfigError(
             f"env.env_name={suite!r} is a host environment: Anakin compiles JAX environments "
