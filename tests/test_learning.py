@@ -100,6 +100,14 @@ CASES = {
     # AlphaZero-style search: the defaults (gumbel, 8 simulations).
     # python stoix/systems/search/ff_az.py  (194,560 of 199,488 run + 512 warm-up <= 2e5)
     "ff_az_cartpole": ("default/anakin/default_ff_az", [], 450.0),
+    # Sampled AlphaZero: the defaults (gumbel, 8 simulations over K = 8 sampled actions).
+    # python stoix/systems/search/ff_sampled_az.py  (194,560 of 199,488 run + 512 warm-up <= 2e5)
+    "ff_sampled_az_pendulum": ("default/anakin/default_ff_sampled_az", [], -400.0),
+    # SPO: the defaults (16 particles, depth 4). python stoix/systems/spo/ff_spo.py
+    # (194,560 of 199,488 run + 512 warm-up <= 2e5)
+    "ff_spo_cartpole": ("default/anakin/default_ff_spo", [], 450.0),
+    # python stoix/systems/spo/ff_spo_continuous.py  (the defaults: 32 particles, depth 2)
+    "ff_spo_continuous_pendulum": ("default/anakin/default_ff_spo_continuous", [], -400.0),
 }
 # Budgets (warm-up included) of the issue that set each bar.
 BUDGET = {
@@ -114,6 +122,9 @@ BUDGET = {
     "awr_cartpole": 300_000,
     "awr_continuous": 100_000,
     "az_cartpole": 200_000,
+    "sampled_az_pendulum": 200_000,  # before "pendulum"
+    "spo_cartpole": 200_000,
+    "spo_continuous_pendulum": 200_000,  # before "pendulum"
     "pendulum": 50_000,
 }
 
@@ -134,7 +145,8 @@ def learner_setup_of(config_name):
         ff_rainbow,
     )
     from stoix.systems.sac import ff_sac
-    from stoix.systems.search import ff_az
+    from stoix.systems.search import ff_az, ff_sampled_az
+    from stoix.systems.spo import ff_spo, ff_spo_continuous
     from stoix.systems.vpg import ff_reinforce
 
     return {
@@ -155,6 +167,9 @@ def learner_setup_of(config_name):
         "default/anakin/default_ff_awr": ff_awr.learner_setup,
         "default/anakin/default_ff_awr_continuous": ff_awr_continuous.learner_setup,
         "default/anakin/default_ff_az": ff_az.learner_setup,
+        "default/anakin/default_ff_sampled_az": ff_sampled_az.learner_setup,
+        "default/anakin/default_ff_spo": ff_spo.learner_setup,
+        "default/anakin/default_ff_spo_continuous": ff_spo_continuous.learner_setup,
         "default/anakin/default_ff_dpo": ff_dpo.learner_setup,
         "default/anakin/default_ff_dpo_continuous": ff_dpo.learner_setup,
         "default/anakin/default_ff_reinforce": ff_reinforce.learner_setup,
@@ -222,7 +237,10 @@ def test_memory_is_used(case, tmp_path):
     from stoix.systems.ppo.anakin import ff_ppo, rec_ppo
     from stoix.systems.q_learning import ff_dqn, rec_r2d2
 
-    setups = {"default/anakin/default_rec_ppo": rec_ppo.learner_setup, "default/anakin/default_ff_ppo": ff_ppo.learner_setup}
+    setups = {
+        "default/anakin/default_rec_ppo": rec_ppo.learner_setup,
+        "default/anakin/default_ff_ppo": ff_ppo.learner_setup,
+    }
     setups.update(
         {
             "default/anakin/default_rec_r2d2": rec_r2d2.learner_setup,
@@ -232,14 +250,17 @@ def test_memory_is_used(case, tmp_path):
     (config_name, overrides), bar, (control_name, control_overrides), cap = MEMORY_CASES[case]
     common = ["arch.seed=42", "arch.evaluation_greedy=true", "arch.absolute_metric=true"]
     recurrent = run_experiment(
-        compose_config(config_name, [*overrides, *common, f"logger.base_exp_path={tmp_path}/rec"]), setups[config_name]
+        compose_config(config_name, [*overrides, *common, f"logger.base_exp_path={tmp_path}/rec"]),
+        setups[config_name],
     )
     control = run_experiment(
         compose_config(control_name, [*control_overrides, *common, f"logger.base_exp_path={tmp_path}/ff"]),
         setups[control_name],
     )
     assert recurrent >= bar, f"{case}: recurrent absolute episode_return {recurrent:.2f} < {bar}"
-    assert control < cap, f"{case}: the feed-forward control reached {control:.2f} (>= {cap}): no memory shown"
+    assert control < cap, (
+        f"{case}: the feed-forward control reached {control:.2f} (>= {cap}): no memory shown"
+    )
 
 
 # Sebulba systems run on their own loop (stoix/architectures/sebulba.py).

@@ -6,11 +6,11 @@ from stoix.utils.config import require
 
 DISCRETE_SYSTEMS = (
     "ff_dqn (and its variants ff_ddqn, ff_mdqn, ff_dqn_reg, ff_c51, ff_qr_dqn), ff_rainbow, ff_pqn, ff_ppo, "
-    "ff_mpo, ff_vmpo, ff_awr, ff_az, rec_r2d2"
+    "ff_mpo, ff_vmpo, ff_awr, ff_az, ff_spo, rec_r2d2"
 )
 CONTINUOUS_SYSTEMS = (
     "ff_ddpg, ff_td3, ff_d4pg, ff_sac, ff_ppo_continuous, ff_mpo_continuous, ff_vmpo_continuous, "
-    "ff_awr_continuous"
+    "ff_awr_continuous, ff_spo_continuous"
 )
 
 

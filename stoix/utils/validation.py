@@ -94,9 +94,16 @@ SYSTEM_KEYS: dict[str, Range] = {
     "num_simulations": AT_LEAST_ONE,  # ff_az: simulations per search
     "num_eval_simulations": AT_LEAST_ONE,
     "max_num_considered_actions": AT_LEAST_ONE,
+    "num_sampled_actions": Range(int, 2),  # ff_sampled_az: K arms per search node
+    "sampling_temperature": POSITIVE,
     "gumbel_scale": NON_NEGATIVE,
     "dirichlet_alpha": POSITIVE,
     "dirichlet_fraction": PROBABILITY,
+    "num_particles": AT_LEAST_ONE,  # ff_spo: SMC particles per plan
+    "search_depth": AT_LEAST_ONE,
+    "resample_period": AT_LEAST_ONE,
+    "temperature": POSITIVE,
+    "epsilon_kl": POSITIVE,
     "burn_in_length": Range(int, 0),  # rec_r2d2: steps that only warm a replayed memory up
     "sequence_period": AT_LEAST_ONE,
     "priority_eta": PROBABILITY,
