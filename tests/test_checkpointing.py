@@ -6,6 +6,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from conftest import TINY
 
 from stoix.architectures.anakin import run_experiment
 from stoix.utils.checkpointing import Checkpointer, restore
@@ -127,6 +128,23 @@ def test_resume_is_exact(tmp_path, tiny):
     assert straight == resumed
 
 
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """One tiny ff_ppo run's checkpoints (2 rounds), shared by the tests that only read them."""
+    from stoix.systems.ppo.anakin import ff_ppo
+
+    base = tmp_path_factory.mktemp("tiny_checkpoint")
+    ckpt = base / "ck"
+    saved = [
+        *TINY,
+        f"logger.base_exp_path={base}",
+        "logger.checkpointing.save_model=true",
+        f"logger.checkpointing.save_dir={ckpt}",
+    ]
+    run_experiment(compose_config("default/anakin/default_ff_ppo", saved), ff_ppo.learner_setup)
+    return ckpt
+
+
 @pytest.mark.parametrize(
     "changed, key",
     [
@@ -135,14 +153,12 @@ def test_resume_is_exact(tmp_path, tiny):
         ("system.rollout_length=8", "system.rollout_length=16 (this run: 8)"),
     ],
 )
-def test_resuming_with_other_sizes_is_refused_with_the_keys_to_set(changed, key, tmp_path, tiny):
+def test_resuming_with_other_sizes_is_refused_with_the_keys_to_set(changed, key, tiny, tiny_checkpoint):
     """Another budget, round count or rollout length would silently change step counts and
     the learning-rate schedule under the resumed run (the learner state's shapes match)."""
     from stoix.systems.ppo.anakin import ff_ppo
 
-    ckpt = tmp_path / "ck"
-    saved = [*tiny, "logger.checkpointing.save_model=true", f"logger.checkpointing.save_dir={ckpt}"]
-    run_experiment(compose_config("default/anakin/default_ff_ppo", saved), ff_ppo.learner_setup)
+    ckpt = tiny_checkpoint
     resume = [
         *tiny,
         "logger.checkpointing.load_model=true",

@@ -82,7 +82,14 @@ def test_valid_overrides_and_hydra_flags_pass_the_check():
 # One per learner template (ff_dpo and ff_reinforce only change ff_ppo's actor loss), plus
 # PPO-penalty, whose loss state is averaged across replicas.
 @pytest.mark.parametrize(
-    "system", ["ff_ppo", "ff_dqn", pytest.param("ff_rainbow", marks=pytest.mark.slow), "ff_ppo_penalty"]
+    "system",
+    [
+        # ff_ppo's and ff_dqn's two-device updates: tests/test_gradient_averaging.py (stronger).
+        pytest.param("ff_ppo", marks=pytest.mark.slow),
+        pytest.param("ff_dqn", marks=pytest.mark.slow),
+        pytest.param("ff_rainbow", marks=pytest.mark.slow),
+        "ff_ppo_penalty",
+    ],
 )
 def test_two_devices_with_update_batches(system, tmp_path):
     script = anakin_script(system)

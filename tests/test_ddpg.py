@@ -264,7 +264,7 @@ def test_replay_sizes_that_do_not_divide_name_the_key(tmp_path):
         setup_of("ff_td3", cfg)
 
 
-@pytest.mark.parametrize("system", ["ff_td3", "ff_sac"])
+@pytest.mark.parametrize("system", [pytest.param("ff_td3", marks=pytest.mark.slow), "ff_sac"])
 def test_two_devices_with_update_batches(system, tmp_path):
     script = anakin_script(system)
     overrides = [*tiny_for(system), "arch.update_batch_size=2", "logger.use_console=true"]

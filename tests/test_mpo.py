@@ -152,7 +152,15 @@ def test_top_k_that_keeps_nothing_is_a_one_line_error(tmp_path):
         run_experiment(config("ff_vmpo", tmp_path, "system.top_k_fraction=0.01"), ff_vmpo.learner_setup)
 
 
-@pytest.mark.parametrize("system", ["ff_vmpo", "ff_vmpo_continuous", "ff_mpo", "ff_mpo_continuous"])
+@pytest.mark.parametrize(
+    "system",
+    [
+        pytest.param("ff_vmpo", marks=pytest.mark.slow),  # its continuous twin runs the same learner
+        "ff_vmpo_continuous",
+        pytest.param("ff_mpo", marks=pytest.mark.slow),
+        "ff_mpo_continuous",
+    ],
+)
 def test_replicas_stay_identical_on_two_devices_with_update_batches(system, tmp_path):
     """Gradients (duals included) are averaged over devices and update batches: after
     learning every replica holds the same parameters, and they moved from the start."""

@@ -179,6 +179,7 @@ def test_bad_input_is_one_line(overrides, message, tmp_path):
     assert message in result.stderr and "Traceback" not in result.stderr, result.stderr[-2000:]
 
 
+@pytest.mark.slow  # 28 s; averaging itself: tests/test_gradient_averaging.py
 def test_two_devices_with_update_batches_keep_replicas_identical(tmp_path):
     """Gradients are averaged over devices and update batches: every replica ends with the
     same (changed) parameters, while each keeps its own environments' memory; the script's

@@ -19,7 +19,7 @@ from stoix.utils.config import compose_config
 # TD3); `make test-slow` the rest.
 slow = pytest.mark.slow
 SYSTEMS = [
-    "ff_ppo_penalty",  # PPO's loss state (the KL coefficient)
+    pytest.param("ff_ppo_penalty", marks=slow),  # PPO's loss state (the KL coefficient)
     "rec_ppo",  # recurrent memory and episode-start flags
     pytest.param("ff_rainbow", marks=slow),  # prioritised replay: priorities, noisy nets
     pytest.param("ff_mpo", marks=slow),  # target networks and duals

@@ -162,7 +162,7 @@ def test_an_evaluator_exception_ends_the_run_with_that_error_within_seconds(tmp_
     monkeypatch.setattr(sebulba, "evaluate_episodes", failing_evaluation)
     start = time.perf_counter()
     with pytest.raises(ThreadFailed, match="evaluation environment crashed"):
-        run_ppo(config(tmp_path, "arch.total_timesteps=100000"))
+        run_ppo(config(tmp_path, "arch.total_timesteps=2048", "arch.num_evaluation=4"))
     assert time.perf_counter() - start < 60
     assert not _sebulba_threads(), _sebulba_threads()
 
@@ -204,6 +204,7 @@ def test_ctrl_c_stops_every_thread_and_exits_with_one_line(tmp_path):
     assert "Traceback" not in err.read_text()
 
 
+@pytest.mark.slow  # 27 s; a resumed Sebulba run: tests/test_plot.py (and test_guards.py)
 def test_checkpoints_resume_parameters_and_best_parameters(tmp_path, capsys):
 
     ckpt = tmp_path / "ckpt"
