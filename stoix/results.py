@@ -16,6 +16,7 @@ import argparse
 import datetime
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -182,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     summaries = json.loads(store.read_text()) if store.exists() else {}
     start = time.perf_counter()
     for row in rows:
+        # A re-run replaces the row's runs (its old JSON would be a second copy of each seed).
+        shutil.rmtree(runs / row.name, ignore_errors=True)
         outcomes = []
         for seed in range(args.seeds):
             outcome = run_one(row, seed, runs)
