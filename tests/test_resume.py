@@ -34,6 +34,28 @@ SYSTEMS = [
     pytest.param("ff_mpo_continuous", marks=slow),
     pytest.param("ff_az", marks=slow),  # replay of search targets
     pytest.param("rec_r2d2", marks=slow),  # sequence replay with stored memory, priorities
+    # The rest of the Anakin systems (ff_ppo: tests/test_checkpointing.py; ff_td3:
+    # tests/test_ddpg.py), so that every one is resumed exactly somewhere.
+    *[
+        pytest.param(name, marks=slow)
+        for name in (
+            "ff_ppo_continuous",
+            "ff_ppo_penalty_continuous",
+            "ff_dpo",
+            "ff_dpo_continuous",
+            "ff_reinforce",
+            "ff_ddqn",
+            "ff_mdqn",
+            "ff_dqn_reg",
+            "ff_qr_dqn",
+            "ff_ddpg",
+            "ff_awr_continuous",
+            "ff_vmpo",
+            "ff_sampled_az",
+            "ff_spo",
+            "ff_spo_continuous",
+        )
+    ],
 ]
 
 
