@@ -59,7 +59,8 @@ def test_gymnax_run_imports_neither_jumanji_tasks_nor_brax():
         "env, _ = make_env(OmegaConf.load(f'{CONFIG_DIR}/env/gymnax/cartpole.yaml'))\n"
         "state, _ = env.reset(jax.random.split(jax.random.PRNGKey(0), 2))\n"
         "env.step(state, jnp.zeros((2,), jnp.int32))\n"
-        "heavy = ('brax', 'mujoco', 'jumanji.environments', 'navix')\n"
+        "heavy = ('brax', 'mujoco', 'jumanji.environments', 'navix', 'popgym_arcade', 'dm_pix',\n"
+        "         'xminigrid', 'craftax')\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in heavy or m.startswith(heavy))\n"
         "assert not loaded, loaded\n"
     )
@@ -123,8 +124,10 @@ def test_every_jumanji_config_builds_and_steps(task):
     state, timestep = env.reset(jax.random.split(jax.random.PRNGKey(0), 2))
     assert timestep.observation.agent_view.dtype == jnp.float32
     assert timestep.observation.agent_view.shape == (2, *env.observation_spec.agent_view.shape)
-    assert timestep.observation.action_mask.shape == (2, env.action_spec.num_values)
-    state, timestep = jax.jit(env.step)(state, jnp.zeros((2,), jnp.int32))
+    # (2, actions), or (2, agents, choices) for a multi-discrete task (Connector, RobotWarehouse)
+    assert timestep.observation.action_mask.shape == (2, *env.observation_spec.action_mask.shape)
+    assert env.observation_spec.action_mask.shape[-1] == int(np.max(env.action_spec.num_values))
+    state, timestep = jax.jit(env.step)(state, jnp.zeros((2, *env.action_spec.shape), jnp.int32))
     assert timestep.observation.agent_view.shape == (2, *env.observation_spec.agent_view.shape)
 
 

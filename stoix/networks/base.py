@@ -53,7 +53,17 @@ def make_actor(actor_cfg: Any, action_spec: Any) -> FeedForwardActor:
             f"not fit this environment's {kind} actions; pick a network for {kind} actions "
             f"(e.g. network={family if discrete else family + '_continuous'})."
         )
-    if discrete:
+    multi = discrete and np.ndim(action_spec.num_values) > 0
+    if discrete and bool(getattr(head_cls, "multi_discrete_actions", False)) != multi:
+        fix = "network=mlp_multidiscrete" if multi else "network=mlp"
+        raise StoixConfigError(
+            f"network.actor_network.action_head._target_={actor_cfg.action_head._target_} does "
+            f"not fit this environment's {'multi-' if multi else 'single '}discrete actions; "
+            f"use {fix}."
+        )
+    if multi:
+        head_kwargs = {"action_dims": np.asarray(action_spec.num_values).astype(int).tolist()}
+    elif discrete:
         head_kwargs = {"action_dim": int(action_spec.num_values)}
     else:
         head_kwargs = {

@@ -28,6 +28,30 @@ class CategoricalHead(nn.Module):
         return distrax.Categorical(logits=logits)
 
 
+class MultiCategoricalHead(nn.Module):
+    """One categorical per sub-action (a multi-discrete action: one choice per agent in
+    Jumanji's Connector or RobotWarehouse), independent given the features. The joint
+    log-probability and entropy are sums over sub-actions. `action_mask` is
+    (..., sub-actions, max choices): each sub-action's illegal choices get probability 0.
+
+    `action_dims` may differ per sub-action: logits are padded to the largest and the padding
+    masked out. distrax.Independent over a batched distrax.Categorical does the sums."""
+
+    action_dims: Sequence[int]
+    discrete_actions = True
+    multi_discrete_actions = True
+
+    @nn.compact
+    def __call__(self, x: chex.Array, action_mask: chex.Array) -> distrax.Independent:
+        dims = tuple(int(d) for d in self.action_dims)
+        width = max(dims)
+        logits = nn.Dense(len(dims) * width, kernel_init=orthogonal(0.01))(x)
+        logits = logits.reshape(*x.shape[:-1], len(dims), width)
+        legal = (action_mask > 0) & (jnp.arange(width) < jnp.asarray(dims)[:, None])
+        logits = jnp.where(legal, logits, jnp.finfo(logits.dtype).min)
+        return distrax.Independent(distrax.Categorical(logits=logits), reinterpreted_batch_ndims=1)
+
+
 class NormalAffineTanhHead(nn.Module):
     """A Gaussian squashed into [minimum, maximum]. With `state_dependent_std=False` the log
     standard deviation is a learned vector, as in most PPO implementations."""

@@ -2,11 +2,13 @@
 
 from typing import Any
 
+import numpy as np
+
 from stoix.utils.config import require
 
 DISCRETE_SYSTEMS = (
     "ff_dqn (and its variants ff_ddqn, ff_mdqn, ff_dqn_reg, ff_c51, ff_qr_dqn), ff_rainbow, ff_pqn, ff_ppo, "
-    "ff_mpo, ff_vmpo, ff_awr, ff_az, ff_spo, rec_r2d2"
+    "ff_mpo, ff_vmpo, ff_awr, ff_az, ff_mz, ff_spo, rec_r2d2"
 )
 CONTINUOUS_SYSTEMS = (
     "ff_ddpg, ff_td3, ff_d4pg, ff_sac, ff_ppo_continuous, ff_mpo_continuous, ff_vmpo_continuous, "
@@ -29,4 +31,11 @@ def require_action_space(action_spec: Any, system_name: str, continuous: bool) -
             discrete,
             f"{system_name} needs discrete actions, but this environment's are continuous (a box); "
             f"use one of {CONTINUOUS_SYSTEMS} for it.",
+        )
+        sub_actions = np.shape(action_spec.num_values)
+        require(
+            sub_actions == (),
+            f"{system_name} takes one discrete action per step, but this environment's actions are "
+            f"multi-discrete ({sub_actions[0] if sub_actions else 0} sub-actions); use ff_ppo or rec_ppo "
+            "with network=mlp_multidiscrete for it.",
         )

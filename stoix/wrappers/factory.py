@@ -1,9 +1,10 @@
 """Build the environments named by `cfg.env`: JAX ones for Anakin (`make_env`), host ones for
 Sebulba (`make_host_envs`).
 
-The adapters (gymnax.py, jumanji.py, brax.py, host.py with envpool.py and gymnasium.py) import
-nothing back from here; suites are imported only when asked for, so a gymnax run never pays for
-envpool, Jumanji's tasks or Brax (tests/test_env_suites.py checks it).
+The adapters (gymnax.py, jumanji.py, brax.py, xminigrid.py, navix.py, craftax.py,
+popgym_arcade.py, host.py with envpool.py and gymnasium.py) import nothing back from here;
+suites are imported only when asked for, so a gymnax run never pays for envpool, Jumanji's
+tasks, Brax, XLand-MiniGrid, Navix, Craftax or POPGym Arcade (tests/test_env_suites.py checks it).
 """
 
 from typing import Any
@@ -14,7 +15,7 @@ from stoix.utils.config import StoixConfigError
 from stoix.wrappers.core import AutoReset, ClipAction, ObservationSubset, RecordEpisodeMetrics, VmapWrapper
 from stoix.wrappers.host import HostVecEnv
 
-SUITES = ("gymnax", "jumanji", "brax")
+SUITES = ("gymnax", "jumanji", "brax", "xminigrid", "navix", "craftax", "popgym_arcade")
 
 
 def make_single_env(env_cfg: DictConfig) -> Any:
@@ -44,6 +45,30 @@ def make_single_env(env_cfg: DictConfig) -> Any:
 
         env = BraxToStoix(make_brax_env(env_cfg.scenario.name, **kwargs), int(env_cfg.max_episode_steps))
         return ClipAction(env)
+    if suite == "xminigrid":
+        from stoix.wrappers.xminigrid import XMiniGridToStoix, make_xminigrid_env
+
+        if env_cfg.max_episode_steps is not None:
+            kwargs["max_steps"] = int(env_cfg.max_episode_steps)
+        ruleset = env_cfg.get("ruleset")
+        ruleset = OmegaConf.to_container(ruleset, resolve=True) if ruleset is not None else None
+        env, params = make_xminigrid_env(env_cfg.scenario.name, ruleset, **kwargs)
+        return XMiniGridToStoix(env, params)
+    if suite == "navix":
+        from stoix.wrappers.navix import NavixToStoix, make_navix_env
+
+        return NavixToStoix(make_navix_env(env_cfg.scenario.name, int(env_cfg.max_episode_steps), **kwargs))
+    if suite == "craftax":
+        from stoix.wrappers.craftax import CraftaxToStoix, make_craftax_env
+
+        env, params, own_limit = make_craftax_env(env_cfg.scenario.name, **kwargs)
+        limit = own_limit if env_cfg.max_episode_steps is None else int(env_cfg.max_episode_steps)
+        return CraftaxToStoix(env, params, limit)
+    if suite == "popgym_arcade":
+        from stoix.wrappers.popgym_arcade import PopGymArcadeToStoix, make_popgym_arcade_env
+
+        env, params = make_popgym_arcade_env(env_cfg.scenario.name, **kwargs)
+        return PopGymArcadeToStoix(env, params, env_cfg.max_episode_steps, env_cfg.get("downsample"))
     if suite in ("envpool", "gymnasium"):
         raise StoixConfigError(
             f"env.env_name={suite!r} is a host environment: Anakin compiles JAX environments "
