@@ -117,18 +117,32 @@ class Rollout(NamedTuple):
     params_version: int
 
 
-def specs_of(env: HostVecEnv) -> tuple[Any, Observation]:
-    """The action spec for the network builders and a dummy observation, from a host env."""
+def specs_of(env: HostVecEnv, env_label: str = "this environment") -> tuple[Any, Observation]:
+    """The action spec for the network builders and a dummy observation, from a host env:
+    a DiscreteArray for a discrete space, a BoundedArray for a flat box with finite bounds
+    (as the JAX adapters give), so `make_actor` picks and checks the head the same way."""
     specs = import_module_lightly("jumanji.specs", ["jumanji"])
     space = env.single_action_space
-    require(hasattr(space, "n"), "Sebulba systems support discrete action spaces only for now.")
     obs_space = env.single_observation_space
+    if hasattr(space, "n"):
+        spec, mask_size = specs.DiscreteArray(int(space.n)), int(space.n)
+    else:
+        shape = tuple(getattr(space, "shape", None) or ())
+        low = np.asarray(getattr(space, "low", np.nan), np.float32)
+        high = np.asarray(getattr(space, "high", np.nan), np.float32)
+        require(
+            len(shape) == 1 and np.all(np.isfinite(low)) and np.all(np.isfinite(high)),
+            f"{env_label} has actions {space}; Sebulba systems take discrete actions or a flat box "
+            "with finite bounds: pick another env.",
+        )
+        low, high = np.broadcast_to(low, shape), np.broadcast_to(high, shape)
+        spec, mask_size = specs.BoundedArray(shape, np.float32, low, high, "action"), shape[0]
     dummy = Observation(
         jnp.zeros((1, *obs_space.shape), obs_space.dtype),
-        jnp.ones((1, int(space.n))),
+        jnp.ones((1, mask_size)),
         jnp.zeros((1,), jnp.int32),
     )
-    return specs.DiscreteArray(int(space.n)), dummy
+    return spec, dummy
 
 
 def env_seed(cfg: DictConfig, stream: int) -> int:
@@ -313,11 +327,10 @@ def _run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
         print(f"WARNING: this run takes exactly {sizes.total_timesteps} environment steps.", flush=True)
 
     probe = make_host_envs(cfg.env, 1, 0)
-    action_spec, dummy = specs_of(probe)
+    env_label = f"env={cfg.env.env_name}/{cfg.env.scenario.task_name}"
+    action_spec, dummy = specs_of(probe, env_label)
     probe.close()
-    check_torsos_fit(
-        cfg.network, dummy.agent_view.shape[1:], f"env={cfg.env.env_name}/{cfg.env.scenario.task_name}"
-    )
+    check_torsos_fit(cfg.network, dummy.agent_view.shape[1:], env_label)
     system = learner_setup(cfg, sizes, action_spec, dummy, jax.random.PRNGKey(int(cfg.arch.seed)))
     params, opt_state, learn_key = system.params, system.opt_state, system.learn_key
     best = {"return": -np.inf, "params": jax.device_get(params), "last": float("nan")}

@@ -44,6 +44,11 @@ class HostVecEnv:
     def _start(self) -> None:
         space = self.single_action_space
         self.num_actions = int(space.n) if hasattr(space, "n") else int(np.prod(space.shape))
+        # Box actions: ClipAction's rule (stoix/wrappers/core.py) on the host. The environment
+        # sees the action clipped into its bounds, in the space's shape and dtype; the system
+        # learns from its own (unclipped) sample.
+        is_box = hasattr(space, "low") and not hasattr(space, "n")
+        self._box = (space.low, space.high, space.shape, space.dtype) if is_box else None
         self._action_mask = np.ones((self.num_envs, self.num_actions), np.float32)
         self._running_return = np.zeros(self.num_envs, np.float32)
         self._running_length = np.zeros(self.num_envs, np.int32)
@@ -66,7 +71,11 @@ class HostVecEnv:
         )
 
     def step(self, actions: np.ndarray) -> HostTimeStep:
-        obs, next_view, reward, terminated, last, score, episode_over = self._step(np.asarray(actions))
+        actions = np.asarray(actions)
+        if self._box is not None:
+            low, high, shape, dtype = self._box
+            actions = np.clip(actions.reshape(self.num_envs, *shape), low, high).astype(dtype)
+        obs, next_view, reward, terminated, last, score, episode_over = self._step(actions)
         self._steps += 1
         next_obs = self._observation(next_view, self._steps.copy())
         self._running_return += score

@@ -5,7 +5,9 @@ The losses, batch type and truncation-aware GAE are the Anakin PPO's
 pipelines, asynchronous evaluation, checkpoints and run loop are the Sebulba architecture's
 (stoix/architectures/sebulba.py). This file holds what is PPO's: what an actor records per
 step, the learner's update (GAE, then epochs of minibatches, `pmap`ped over the learner
-devices) and the setup that builds the networks and optimiser.
+devices) and the setup that builds the networks and optimiser. It is generic in the policy
+distribution: discrete actions with `network=mlp`, box actions with `network=mlp_continuous`
+(ff_ppo_continuous.py beside it holds the continuous-control defaults).
 
     python stoix/systems/ppo/sebulba/ff_ppo.py env=gymnasium/cartpole
     python stoix/systems/ppo/sebulba/ff_ppo.py arch=sebulba env=envpool/pong network=visual_resnet
