@@ -52,6 +52,8 @@ SYSTEMS = [
             "ff_awr_continuous",
             "ff_vmpo",
             "ff_sampled_az",
+            "ff_mz",
+            "ff_sampled_mz",
             "ff_spo",
             "ff_spo_continuous",
         )

@@ -12,7 +12,7 @@ DISCRETE_SYSTEMS = (
 )
 CONTINUOUS_SYSTEMS = (
     "ff_ddpg, ff_td3, ff_d4pg, ff_sac, ff_ppo_continuous, ff_mpo_continuous, ff_vmpo_continuous, "
-    "ff_awr_continuous, ff_spo_continuous"
+    "ff_awr_continuous, ff_sampled_az, ff_sampled_mz, ff_spo_continuous"
 )
 
 

@@ -108,6 +108,9 @@ SYSTEM_KEYS: dict[str, Range] = {
     "sequence_period": AT_LEAST_ONE,
     "priority_eta": PROBABILITY,
     "value_rescaling_eps": NON_NEGATIVE,
+    "unroll_steps": AT_LEAST_ONE,  # ff_mz: actions the learned model is unrolled through
+    "support_max": POSITIVE,  # ff_mz: half-width of the two-hot value/reward support
+    "support_bins": Range(int, 2),
 }
 
 
