@@ -132,3 +132,34 @@ def test_torso_must_fit_the_observations():
     flat = compose_config("default/anakin/default_ff_ppo", ["network=visual_resnet"])
     with pytest.raises(StoixConfigError, match=r"VisualResNetTorso\) takes \(H, W, C\) images.*\(4,\)"):
         check_torsos_fit(flat.network, (4,), "env=gymnax/cartpole")
+
+
+@pytest.mark.parametrize("kernel,stride,size", [(3, 1, 10), (3, 2, 9), (4, 2, 10), (1, 1, 5), (5, 3, 11)])
+def test_conv_patches_form_equals_xla_convolution_and_flax_conv(kernel, stride, size):
+    """The patches form of `Conv` (the CPU default) gives flax's `nn.Conv` (SAME padding)
+    values and gradients, with the same parameter tree, for odd and even kernels and strides."""
+    import flax.linen as nn
+
+    from stoix.networks.torso import Conv
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, size, size, 3))
+    flax_conv = nn.Conv(4, (kernel, kernel), (stride, stride))
+    params = flax_conv.init(jax.random.PRNGKey(1), x)
+    ours = {impl: Conv(4, kernel, stride, impl) for impl in ("xla", "patches")}
+    assert jax.tree.structure(ours["patches"].init(jax.random.PRNGKey(1), x)) == jax.tree.structure(params)
+    expected = flax_conv.apply(params, x)
+    for conv in ours.values():
+        np.testing.assert_allclose(conv.apply(params, x), expected, atol=1e-5)
+
+    def loss(module):
+        return jax.grad(lambda p, x: jnp.sum(jnp.sin(module.apply(p, x))), argnums=(0, 1))(params, x)
+
+    for got, want in zip(jax.tree.leaves(loss(ours["patches"])), jax.tree.leaves(loss(flax_conv))):
+        np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_unknown_conv_impl_is_one_line():
+    from stoix.networks.torso import CNNTorso
+
+    with pytest.raises(StoixConfigError, match="conv_impl='fft'"):
+        CNNTorso([4], [3], [1], conv_impl="fft").init(jax.random.PRNGKey(0), jnp.zeros((1, 5, 5, 1)))

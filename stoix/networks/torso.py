@@ -4,6 +4,7 @@ from collections.abc import Sequence
 
 import chex
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax.linen.initializers import orthogonal
@@ -31,6 +32,62 @@ def as_image(x: chex.Array) -> chex.Array:
     if jnp.issubdtype(x.dtype, jnp.integer):
         return x.astype(jnp.float32) / 255.0
     return x
+
+
+CONV_IMPLS = ("auto", "xla", "patches")
+
+
+def image_patches(x: chex.Array, kernel: int, stride: int) -> chex.Array:
+    """(N, H, W, C) -> (N, ceil(H/stride), ceil(W/stride), kernel*kernel*C): each output
+    position's `SAME`-padded receptive field, rows then columns then channels (the order of a
+    (kernel, kernel, C, F) weight reshaped to (kernel*kernel*C, F))."""
+    height, width = x.shape[-3], x.shape[-2]
+    out_h, out_w = -(-height // stride), -(-width // stride)
+    pad_h = max((out_h - 1) * stride + kernel - height, 0)
+    pad_w = max((out_w - 1) * stride + kernel - width, 0)
+    x = jnp.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
+    span_h, span_w = (out_h - 1) * stride + 1, (out_w - 1) * stride + 1
+    windows = [
+        x[:, i : i + span_h : stride, j : j + span_w : stride] for i in range(kernel) for j in range(kernel)
+    ]
+    return jnp.concatenate(windows, axis=-1)
+
+
+class Conv(nn.Module):
+    """A 2-D convolution over (N, H, W, C) with `SAME` padding and `nn.Conv`'s parameters
+    (`kernel` (k, k, C, F), `bias`; same names and initialisers, so checkpoints move between
+    the two forms), computed by XLA's convolution or as one matrix product over image patches.
+
+    NOTE: XLA's CPU backend runs a convolution inside a loop body (a `lax.scan`: every Anakin
+    update, every PPO epoch and minibatch) an order of magnitude slower than the same
+    convolution outside one, while matrix products keep their speed: the IMPALA ResNet's
+    forward and backward pass at batch 32 took 0.36 s alone and 4.1 s per iteration inside a
+    scan, 0.73 s in the patches form (see docs/benchmarks.md). Anakin trains entirely inside
+    loops, so `impl="auto"` takes the patches form on CPU and XLA's convolution elsewhere.
+    """
+
+    features: int
+    kernel_size: int = 3
+    stride: int = 1
+    impl: str = "auto"  # auto | xla | patches
+
+    @nn.compact
+    def __call__(self, x: chex.Array) -> chex.Array:
+        if self.impl not in CONV_IMPLS:
+            raise StoixConfigError(f"conv_impl={self.impl!r} is not known; choose one of {list(CONV_IMPLS)}.")
+        k, channels = self.kernel_size, x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, channels, self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        impl = self.impl
+        if impl == "auto":
+            impl = "patches" if jax.default_backend() == "cpu" else "xla"
+        if impl == "xla":
+            y = jax.lax.conv_general_dilated(
+                x, kernel, (self.stride, self.stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
+        else:
+            y = image_patches(x, k, self.stride) @ kernel.reshape(k * k * channels, self.features)
+        return y + bias
 
 
 class MLPTorso(nn.Module):
@@ -63,6 +120,7 @@ class CNNTorso(nn.Module):
     activation: str = "relu"
     use_layer_norm: bool = False
     hidden_sizes: Sequence[int] = ()
+    conv_impl: str = "auto"  # auto (patches on CPU, XLA's convolution elsewhere) | xla | patches
 
     @nn.compact
     def __call__(self, x: chex.Array) -> chex.Array:
@@ -77,7 +135,7 @@ class CNNTorso(nn.Module):
         batch_shape = x.shape[:-3]
         x = x.reshape((-1, *x.shape[-3:]))
         for channels, kernel, stride in zip(self.channel_sizes, self.kernel_sizes, self.strides):
-            x = nn.Conv(channels, (kernel, kernel), (stride, stride))(x)
+            x = Conv(channels, kernel, stride, self.conv_impl)(x)
             if self.use_layer_norm:
                 x = nn.LayerNorm(reduction_axes=(-3, -2, -1))(x)
             x = act(x)
@@ -113,11 +171,12 @@ def max_pool_3x3_stride_2(x: chex.Array) -> chex.Array:
 
 class _ResidualBlock(nn.Module):
     channels: int
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: chex.Array) -> chex.Array:
-        y = nn.Conv(self.channels, (3, 3))(nn.relu(x))
-        y = nn.Conv(self.channels, (3, 3))(nn.relu(y))
+        y = Conv(self.channels, 3, impl=self.conv_impl)(nn.relu(x))
+        y = Conv(self.channels, 3, impl=self.conv_impl)(nn.relu(y))
         return x + y
 
 
@@ -129,6 +188,7 @@ class VisualResNetTorso(nn.Module):
     channels_per_stage: Sequence[int] = (16, 32, 32)
     blocks_per_stage: int = 2
     hidden_size: int = 256
+    conv_impl: str = "auto"  # auto (patches on CPU, XLA's convolution elsewhere) | xla | patches
 
     @nn.compact
     def __call__(self, x: chex.Array) -> chex.Array:
@@ -136,9 +196,9 @@ class VisualResNetTorso(nn.Module):
         batch_shape = x.shape[:-3]
         x = x.reshape((-1, *x.shape[-3:]))
         for channels in self.channels_per_stage:
-            x = nn.Conv(channels, (3, 3))(x)
+            x = Conv(channels, 3, impl=self.conv_impl)(x)
             x = max_pool_3x3_stride_2(x)
             for _ in range(self.blocks_per_stage):
-                x = _ResidualBlock(channels)(x)
+                x = _ResidualBlock(channels, self.conv_impl)(x)
         x = nn.relu(x).reshape((*batch_shape, -1))
         return nn.relu(nn.Dense(self.hidden_size, kernel_init=orthogonal(np.sqrt(2.0)))(x))
