@@ -9,7 +9,8 @@ evaluation, the absolute metric and JSON logging under `--runs`. The table, writ
 stratified-bootstrap interval (rliable), every seed's number, the budget, the mean wall time
 and the command; the plots of `python -m stoix.plot` over the same JSON go to `docs/images/`.
 Rows that were not run keep their previous lines in the table (the table says when each row
-was run), so a subset can be refreshed on its own.
+was run), so a subset can be refreshed on its own. The README's results table (between its
+`<!-- results:start -->` and `<!-- results:end -->` lines) is rewritten from the same numbers.
 """
 
 import argparse
@@ -72,6 +73,7 @@ ROWS = [
     Row("rec_ppo", "stoix/systems/ppo/anakin/rec_ppo.py"),
     Row("rec_r2d2", "stoix/systems/q_learning/rec_r2d2.py"),
     Row("sebulba_ff_ppo", "stoix/systems/ppo/sebulba/ff_ppo.py"),
+    Row("sebulba_ff_ppo_continuous", "stoix/systems/ppo/sebulba/ff_ppo_continuous.py"),
     Row("sebulba_ff_impala", "stoix/systems/impala/sebulba/ff_impala.py"),
     Row("sebulba_rec_impala", "stoix/systems/impala/sebulba/rec_impala.py"),
 ]
@@ -164,12 +166,45 @@ def write_table(summaries: dict[str, dict], docs: Path) -> Path:
     return out
 
 
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def update_readme(summaries: dict[str, dict], readme: Path) -> bool:
+    """Rewrite the README's results block from the summaries; False when it has no block."""
+    if not readme.exists():
+        return False
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        return False
+    lines = [
+        README_START,
+        "| system | arch | task | steps | IQM [95% CI] over seeds | seeds | wall per run |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    order = {row.name: i for i, row in enumerate(ROWS)}
+    for name in sorted(summaries, key=lambda n: order.get(n, len(order))):
+        s = summaries[name]
+        seeds = ", ".join(s["seeds"])
+        lines.append(
+            f"| `{s['system']}` | {s['architecture']} | {s['task']} | {s['steps']:,} | "
+            f"{s['iqm']:.1f} [{s['ci'][0]:.1f}, {s['ci'][1]:.1f}] | {seeds} | {s['wall_s']:.0f} s |"
+        )
+    lines.append(README_END)
+    head, rest = text.split(README_START, 1)
+    tail = rest.split(README_END, 1)[1]
+    readme.write_text(head + "\n".join(lines) + tail)
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stoix.results", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5, help="seeds per row: 0..N-1 (default 5)")
     parser.add_argument("--only", default="", help="comma-separated row names (default: every row)")
     parser.add_argument("--runs", default="results/published", help="where the runs' JSON goes")
     parser.add_argument("--docs", default="docs", help="where results.md and images/ go")
+    parser.add_argument(
+        "--readme", default=str(REPO_ROOT / "README.md"), help="whose results block to rewrite"
+    )
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n]
     unknown = sorted(set(names) - {row.name for row in ROWS})
@@ -194,6 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         docs.mkdir(parents=True, exist_ok=True)
         store.write_text(json.dumps(summaries, indent=1) + "\n")  # kept after every row
         write_table(summaries, docs)
+        update_readme(summaries, Path(args.readme))
     from stoix.plot import DEFAULT_NORMALISATION, plot
 
     written = plot([str(runs)], docs / "images", DEFAULT_NORMALISATION, "episode_return", 2000, 0)

@@ -19,6 +19,7 @@ from stoix.wrappers import make_env
 from stoix.wrappers.core import AutoReset, ClipAction, RecordEpisodeMetrics
 
 JUMANJI_CONFIGS = sorted(p.stem for p in (Path(CONFIG_DIR) / "env" / "jumanji").glob("*.yaml"))
+MULTI_AGENT = ("connector", "robot_warehouse")
 BRAX_CONFIGS = sorted(p.stem for p in (Path(CONFIG_DIR) / "env" / "brax").glob("*.yaml"))
 UP = 0  # Snake's actions: up, right, down, left
 
@@ -117,7 +118,11 @@ def test_jumanji_action_mask_is_the_tasks_own():
         )
 
 
-@pytest.mark.parametrize("task", JUMANJI_CONFIGS)
+@pytest.mark.parametrize(
+    "task",
+    # The multi-agent tasks take ~8 s each to build and step: make test-slow.
+    [pytest.param(t, marks=pytest.mark.slow) if t in MULTI_AGENT else t for t in JUMANJI_CONFIGS],
+)
 def test_every_jumanji_config_builds_and_steps(task):
     assert {"snake", "game_2048", "maze"} <= set(JUMANJI_CONFIGS)
     env, eval_env = make_env(env_cfg(f"jumanji/{task}"))

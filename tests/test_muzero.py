@@ -130,6 +130,7 @@ def test_the_gradient_into_each_dynamics_step_is_halved():
     assert jax.grad(lambda y: ff_mz.scale_gradient(y, 0.5) ** 2)(x) == 3.0  # half of 2 * 3
 
 
+@pytest.mark.slow
 def test_the_search_runs_on_the_learned_model_and_its_root_noise_is_off_when_greedy():
     cfg = compose_config("default/anakin/default_ff_mz", ["system.num_simulations=4"])
     network = hydra.utils.instantiate(

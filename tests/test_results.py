@@ -13,7 +13,11 @@ def test_a_row_on_two_seeds_becomes_a_table_line_with_its_iqm(tmp_path, monkeypa
     row = results.Row("ff_ppo", "stoix/systems/ppo/anakin/ff_ppo.py", tiny)
     monkeypatch.setattr(results, "ROWS", [row])
     docs = tmp_path / "docs"
-    code = results.main(["--seeds", "2", "--runs", str(tmp_path / "runs"), "--docs", str(docs)])
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n{results.README_START}\nold table\n{results.README_END}\nafter\n")
+    code = results.main(
+        ["--seeds", "2", "--runs", str(tmp_path / "runs"), "--docs", str(docs), "--readme", str(readme)]
+    )
     assert code == 0
     summary = json.loads((docs / "results.json").read_text())["ff_ppo"]
     seeds = [summary["seeds"][s] for s in ("0", "1")]
@@ -25,6 +29,11 @@ def test_a_row_on_two_seeds_becomes_a_table_line_with_its_iqm(tmp_path, monkeypa
     line = next(x for x in table.splitlines() if x.startswith("| `ff_ppo`"))
     assert f"{summary['iqm']:.1f} [" in line and "CartPole-v1" in line and row.command() in line
     assert (docs / "images" / "aggregate.png").stat().st_size > 1000
+    # The README's block is rewritten from the same numbers; what surrounds it stays.
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("# Title\n") and text.endswith("after\n")
+    readme_line = next(x for x in text.splitlines() if x.startswith("| `ff_ppo`"))
+    assert f"{summary['iqm']:.1f} [{summary['ci'][0]:.1f}, {summary['ci'][1]:.1f}]" in readme_line
 
 
 def test_unknown_row_is_one_line(capsys):

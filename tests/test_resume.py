@@ -15,12 +15,12 @@ from conftest import REPO_ROOT, anakin_script, tiny_for
 from stoix.architectures.anakin import run_experiment
 from stoix.utils.config import compose_config
 
-# The fast suite resumes the loss-state and recurrent learners (replay: tests/test_ddpg.py's
-# TD3); `make test-slow` the rest.
+# The fast suite resumes ff_ppo (tests/test_checkpointing.py) and TD3 with its replay buffer
+# (tests/test_ddpg.py); `make test-slow` resumes every other Anakin system here.
 slow = pytest.mark.slow
 SYSTEMS = [
     pytest.param("ff_ppo_penalty", marks=slow),  # PPO's loss state (the KL coefficient)
-    "rec_ppo",  # recurrent memory and episode-start flags
+    pytest.param("rec_ppo", marks=slow),  # recurrent memory and episode-start flags
     pytest.param("ff_rainbow", marks=slow),  # prioritised replay: priorities, noisy nets
     pytest.param("ff_mpo", marks=slow),  # target networks and duals
     pytest.param("ff_vmpo_continuous", marks=slow),  # on-policy duals, observation statistics

@@ -17,6 +17,10 @@ Prints, from one run on this machine:
       wall-clock time from launching the process to the first evaluation at or above -250,
       beside the same two figures for a minimal SAC (stoix/benchmarks/lean_sac.py) at the same
       sizes, each run as its own process in the same benchmark run.
+  (f) ff_az at its defaults on CartPole-v1 (32 envs, 8 simulations): training steps/s
+      (every environment step is one search, so also searches/s while training), beside the
+      same batched search timed alone in this process (same network sizes, same simulations,
+      32 states at a time): the share of a training step that is search.
 Each training run is a fresh process of the real script, so start-up and compile are counted
 as a user sees them. Timings are medians over --seeds seeds.
 """
@@ -35,6 +39,7 @@ PPO = str(REPO_ROOT / "stoix/systems/ppo/anakin/ff_ppo.py")
 SAC = str(REPO_ROOT / "stoix/systems/sac/ff_sac.py")
 SAC_THRESHOLD = -250.0
 DQN = str(REPO_ROOT / "stoix/systems/q_learning/ff_dqn.py")
+AZ = str(REPO_ROOT / "stoix/systems/search/ff_az.py")
 # The defaults of ff_dqn are PureJaxRL's DQN settings; its 1e4 warm-up steps come on top.
 DQN_OVERRIDES = [
     "arch.total_timesteps=490000",
@@ -71,7 +76,7 @@ CONFIGS: dict[str, list[str]] = {
         "network.critic_network.pre_torso.activation=relu",
     ],
 }
-NUM_ENVS = {"A": 4, "B": 256, "DQN": 10, "SAC": 4}
+NUM_ENVS = {"A": 4, "B": 256, "DQN": 10}
 # Reported in the foundation issue for a 2-core CPU of this machine kind (jax 0.5.3,
 # compilation excluded, 3 seeds): steps/s of PureJaxRL and of the original Stoix, and
 # PureJaxRL's and original Stoix's whole-process wall time for config A.
@@ -202,22 +207,96 @@ def sac_row(seeds: int) -> None:
     print(f"    ff_sac / minimal SAC steps/s: x{ratio:.2f}")
 
 
+def search_alone(seed: int, calls: int = 200) -> float:
+    """Searches/s of ff_az's training search (its defaults: network, simulations, root noise)
+    on a batch of freshly reset CartPole states, jitted and timed alone."""
+    import jax
+
+    from stoix.systems.search import ff_az
+    from stoix.utils.config import compose_config
+    from stoix.wrappers import make_env
+
+    cfg = compose_config("default/anakin/default_ff_az", [f"arch.seed={seed}"])
+    env, _ = make_env(cfg.env)
+    actor = ff_az.make_actor(cfg.network.actor_network, env.action_spec)
+    critic = ff_az.make_critic(cfg.network.critic_network)
+    recurrent_fn = ff_az.make_recurrent_fn(
+        ff_az.model_env(env), actor.apply, critic.apply, float(cfg.system.gamma)
+    )
+    search_cfg = ff_az.search_config(cfg.system, int(cfg.system.num_simulations), noise=True)
+    num_envs = int(cfg.arch.total_num_envs)
+    key, reset_key, actor_key, critic_key = jax.random.split(jax.random.PRNGKey(seed), 4)
+    env_state, timestep = env.reset(jax.random.split(reset_key, num_envs))
+    params = ff_az.ActorCriticParams(
+        actor.init(actor_key, timestep.observation), critic.init(critic_key, timestep.observation)
+    )
+
+    @jax.jit
+    def many_searches(params, key):
+        def body(key, _):
+            key, search_key = jax.random.split(key)
+            out = ff_az.search(
+                params,
+                search_key,
+                timestep.observation,
+                env_state,
+                actor_apply=actor.apply,
+                critic_apply=critic.apply,
+                recurrent_fn=recurrent_fn,
+                cfg=search_cfg,
+            )
+            return key, out.action
+
+        return jax.lax.scan(body, key, None, calls)[1]
+
+    jax.block_until_ready(many_searches(params, key))  # compile
+    start = time.perf_counter()
+    jax.block_until_ready(many_searches(params, jax.random.fold_in(key, 1)))
+    return calls * num_envs / (time.perf_counter() - start)
+
+
+def az_row(seeds: int) -> None:
+    runs, alone = [], []
+    for seed in range(seeds):
+        command = [sys.executable, AZ, "logger.use_json=false", f"arch.seed={seed}"]
+        proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT)
+        match = re.search(r"episode_return=(\S+) .* ([\d,]+) steps/s training", proc.stdout)
+        if proc.returncode or not match:
+            raise SystemExit(f"ff_az failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+        runs.append((float(match.group(2).replace(",", "")), float(match.group(1))))
+        alone.append(search_alone(seed))
+    sps = statistics.median(r[0] for r in runs)
+    search_sps = statistics.median(alone)
+    returns = ", ".join(f"{r[1]:.0f}" for r in runs)
+    print(
+        f"(f) ff_az CartPole-v1: {sps:>8,.0f} steps/s training = searches/s (8 simulations, "
+        f"32 envs; absolute returns {returns})"
+    )
+    print(
+        f"    the same search alone: {search_sps:>8,.0f} searches/s; search is "
+        f"{sps / search_sps:.0%} of a training step's time"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--configs", default="A,B,DQN,SAC", help="comma-separated: A, B, DQN, SAC")
+    parser.add_argument("--configs", default="A,B,DQN,SAC,AZ", help="comma-separated: A, B, DQN, SAC, AZ")
     args = parser.parse_args()
 
     import jax
 
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind} x {jax.device_count()}")
     configs = args.configs.split(",")
-    stepping = {n: pure_stepping(n) for n in sorted({NUM_ENVS[c] for c in configs if c != "SAC"})}
+    stepping = {n: pure_stepping(n) for n in sorted({NUM_ENVS[c] for c in configs if c in NUM_ENVS})}
     for num_envs, sps in stepping.items():
         print(f"(a) pure CartPole-v1 stepping, {num_envs:>4} envs: {sps:>12,.0f} steps/s")
     for config in configs:
         if config == "SAC":
             sac_row(args.seeds)
+            continue
+        if config == "AZ":
+            az_row(args.seeds)
             continue
         runs = [train(config, seed) for seed in range(args.seeds)]
         if config == "DQN":
