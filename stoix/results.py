@@ -183,8 +183,9 @@ def update_readme(summaries: dict[str, dict], readme: Path) -> bool:
         return False
     lines = [
         README_START,
-        "| system | arch | task | steps | IQM [95% CI] over seeds | seeds | wall per run |",
-        "|---|---|---|---|---|---|---|",
+        "| system | arch | task | steps | IQM [95% CI] over seeds | seeds | wall per run "
+        "| command (+ `arch.seed=S`) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     order = {row.name: i for i, row in enumerate(ROWS)}
     for name in sorted(summaries, key=lambda n: order.get(n, len(order))):
@@ -192,7 +193,8 @@ def update_readme(summaries: dict[str, dict], readme: Path) -> bool:
         seeds = ", ".join(s["seeds"])
         lines.append(
             f"| `{s['system']}` | {s['architecture']} | {s['task']} | {s['steps']:,} | "
-            f"{s['iqm']:.1f} [{s['ci'][0]:.1f}, {s['ci'][1]:.1f}] | {seeds} | {s['wall_s']:.0f} s |"
+            f"{s['iqm']:.1f} [{s['ci'][0]:.1f}, {s['ci'][1]:.1f}] | {seeds} | {s['wall_s']:.0f} s | "
+            f"`{s['command']}` |"
         )
     lines.append(README_END)
     head, rest = text.split(README_START, 1)

@@ -34,6 +34,7 @@ def test_a_row_on_two_seeds_becomes_a_table_line_with_its_iqm(tmp_path, monkeypa
     assert "old table" not in text and text.startswith("# Title\n") and text.endswith("after\n")
     readme_line = next(x for x in text.splitlines() if x.startswith("| `ff_ppo`"))
     assert f"{summary['iqm']:.1f} [{summary['ci'][0]:.1f}, {summary['ci'][1]:.1f}]" in readme_line
+    assert f"`{row.command()}`" in readme_line
 
 
 def test_unknown_row_is_one_line(capsys):
