@@ -5,7 +5,7 @@ VENV_PY := .venv/bin/python
 # uv is bootstrapped with pip when it is not on PATH, then run as a module.
 UV := $(shell command -v uv >/dev/null 2>&1 && echo uv || echo "$(PYTHON) -m uv")
 
-.PHONY: install train test test-slow test-learning benchmark benchmark-sebulba plot results lint clean
+.PHONY: install train test test-slow test-learning benchmark benchmark-sebulba benchmark-adapters plot results lint clean
 
 install: .venv/.installed
 
@@ -32,6 +32,11 @@ benchmark: install
 
 benchmark-sebulba: install
 	$(VENV_PY) -m stoix.benchmarks.sebulba
+
+# Each JAX suite's own stepping beside the same task through Stoix's wrappers: make benchmark-adapters SUITES=gymnax,jumanji
+SUITES ?= gymnax,jumanji,brax,xminigrid,navix,craftax,popgym_arcade
+benchmark-adapters: install
+	$(VENV_PY) -m stoix.benchmarks.adapters --suites $(SUITES)
 
 # Aggregate plots and tables of the JSON logs: make plot RESULTS=results/json PLOTS=plots
 RESULTS ?= results/json
