@@ -21,6 +21,9 @@ Prints, from one run on this machine:
       (every environment step is one search, so also searches/s while training), beside the
       same batched search timed alone in this process (same network sizes, same simulations,
       32 states at a time): the share of a training step that is search.
+  (g) ff_c51, ff_qr_dqn and ff_rainbow (configs C51, QRDQN, RAINBOW) at the same settings as
+      (d), each as a ratio of steps/s to ff_dqn run in the same benchmark, interleaved by seed
+      (one ff_dqn run per seed serves every row, and row (d) when DQN is selected too).
 Each training run is a fresh process of the real script, so start-up and compile are counted
 as a user sees them. Timings are medians over --seeds seeds.
 """
@@ -47,6 +50,12 @@ DQN_OVERRIDES = [
     "logger.use_console=false",
     "logger.use_json=false",
 ]
+# Distributional variants timed beside ff_dqn at DQN_OVERRIDES (row (g)).
+DISTRIBUTIONAL = {
+    "C51": "stoix/systems/q_learning/ff_c51.py",
+    "QRDQN": "stoix/systems/q_learning/ff_qr_dqn.py",
+    "RAINBOW": "stoix/systems/q_learning/ff_rainbow.py",
+}
 # Reported in the Q-learning issue for this machine kind: PureJaxRL's DQN and the original
 # Stoix DQN at those settings.
 REFERENCE_DQN = (83_000, 79_000)
@@ -141,6 +150,9 @@ def baseline(config: str, seed: int) -> float:
 def train(config: str, seed: int) -> dict[str, float]:
     if config == "DQN":
         command = [sys.executable, DQN, *DQN_OVERRIDES, f"arch.seed={seed}"]
+    elif config in DISTRIBUTIONAL:
+        script = str(REPO_ROOT / DISTRIBUTIONAL[config])
+        command = [sys.executable, script, *DQN_OVERRIDES, f"arch.seed={seed}"]
     else:
         command = [sys.executable, PPO, *COMMON, *CONFIGS[config], f"arch.seed={seed}"]
     start = time.perf_counter()
@@ -278,10 +290,35 @@ def az_row(seeds: int) -> None:
     )
 
 
+def q_learning_rows(configs: list[str], seeds: int) -> dict[str, list[dict[str, float]]]:
+    """ff_dqn and the selected distributional variants, interleaved by seed so that drifts in
+    machine load hit all alike; prints row (g) and returns ff_dqn's runs for row (d)."""
+    variants = [c for c in configs if c in DISTRIBUTIONAL]
+    runs: dict[str, list[dict[str, float]]] = {c: [] for c in ["DQN", *variants]}
+    for seed in range(seeds):
+        for config in runs:
+            runs[config].append(train(config, seed))
+            print(f"    {config} seed {seed}: {runs[config][-1]['sps']:,.0f} steps/s", flush=True)
+    dqn_sps = statistics.median(r["sps"] for r in runs["DQN"])
+    for config in variants:
+        sps = statistics.median(r["sps"] for r in runs[config])
+        returns = ", ".join(f"{r['return']:.0f}" for r in runs[config])
+        print(
+            f"(g) {DISTRIBUTIONAL[config].rsplit('/', 1)[-1][:-3]:>10}: {sps:>10,.0f} steps/s training "
+            f"(compile {statistics.median(r['compile_s'] for r in runs[config]):.1f}s; absolute "
+            f"returns {returns}); x{sps / dqn_sps:.2f} ff_dqn's {dqn_sps:,.0f} in this run"
+        )
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--configs", default="A,B,DQN,SAC,AZ", help="comma-separated: A, B, DQN, SAC, AZ")
+    parser.add_argument(
+        "--configs",
+        default="A,B,DQN,C51,QRDQN,RAINBOW,SAC,AZ",
+        help="comma-separated: A, B, DQN, C51, QRDQN, RAINBOW, SAC, AZ",
+    )
     args = parser.parse_args()
 
     import jax
@@ -291,14 +328,19 @@ def main() -> None:
     stepping = {n: pure_stepping(n) for n in sorted({NUM_ENVS[c] for c in configs if c in NUM_ENVS})}
     for num_envs, sps in stepping.items():
         print(f"(a) pure CartPole-v1 stepping, {num_envs:>4} envs: {sps:>12,.0f} steps/s")
+    q_runs = {}
+    if any(c in DISTRIBUTIONAL for c in configs):
+        q_runs = q_learning_rows(configs, args.seeds)
     for config in configs:
+        if config in DISTRIBUTIONAL:
+            continue
         if config == "SAC":
             sac_row(args.seeds)
             continue
         if config == "AZ":
             az_row(args.seeds)
             continue
-        runs = [train(config, seed) for seed in range(args.seeds)]
+        runs = q_runs.get(config) or [train(config, seed) for seed in range(args.seeds)]
         if config == "DQN":
             sps = statistics.median(r["sps"] for r in runs)
             returns = ", ".join(f"{r['return']:.0f}" for r in runs)

@@ -3,7 +3,8 @@
 From ff_dqn.py; what changed: the network predicts, for each action, a categorical
 distribution over `system.num_atoms` returns between `system.v_min` and `system.v_max`, and
 the loss is the cross-entropy to the projected n-step target distribution
-(rlax.categorical_q_learning). Acting and evaluation use the distributions' means.
+(rlax.categorical_q_learning's, batched in stoix.utils.distributional). Acting and
+evaluation use the distributions' means.
 
     python stoix/systems/q_learning/ff_c51.py network=mlp_dueling_c51
 """
@@ -18,11 +19,11 @@ import chex
 import hydra
 import jax
 import jax.numpy as jnp
-import rlax
 from omegaconf import DictConfig
 
 from stoix.architectures.anakin import run_from_cli
 from stoix.systems.q_learning import ff_dqn
+from stoix.utils import distributional
 from stoix.utils.config import CONFIG_DIR, check_overrides
 from stoix.utils.multistep import n_step_bootstrap
 
@@ -44,7 +45,9 @@ def categorical_q_loss(
     dist_tm1 = apply_fn(online_params, jax.tree.map(lambda x: x[:, 0], batch.obs))
     g, discount, index = n_step_bootstrap(batch.reward, batch.discount, batch.done, gamma)
     dist_t = apply_fn(target_params, jax.tree.map(lambda x: x[jnp.arange(x.shape[0]), index], batch.next_obs))
-    cross_entropy = jax.vmap(rlax.categorical_q_learning, in_axes=(None, 0, 0, 0, 0, None, 0))(
+    # NOTE: stoix.utils.distributional equals rlax.categorical_q_learning (tested) on the whole
+    # batch at once; vmapped rlax made each gradient step ~1.9x slower (532 vs 283 us, see that module).
+    cross_entropy = distributional.categorical_q_learning(
         dist_tm1.atoms, dist_tm1.logits, batch.action[:, 0], g, discount, dist_t.atoms, dist_t.logits
     )
     value = jnp.mean(cross_entropy)

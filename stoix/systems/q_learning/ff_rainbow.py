@@ -7,7 +7,8 @@ changed:
   (min P / P)^`importance_sampling_exponent`, and re-prioritised with their loss;
 - a dueling categorical head with noisy streams (`network=mlp_noisy_dueling_c51`): the
   learned noise explores, so epsilon defaults to 0; evaluation uses the mean weights;
-- double C51 targets over n-step returns (rlax.categorical_double_q_learning).
+- double C51 targets over n-step returns (rlax.categorical_double_q_learning's, batched in
+  stoix.utils.distributional).
 
     python stoix/systems/q_learning/ff_rainbow.py system.n_step=3
 """
@@ -25,7 +26,6 @@ import hydra
 import jax
 import jax.numpy as jnp
 import optax
-import rlax
 from omegaconf import DictConfig
 
 from stoix.architectures.anakin import init_learner_state, run_from_cli
@@ -39,6 +39,7 @@ from stoix.systems.q_learning.ff_dqn import (
     update_target,
     warm_up,
 )
+from stoix.utils import distributional
 from stoix.utils.action_spaces import require_action_space
 from stoix.utils.config import CONFIG_DIR, check_overrides, require
 from stoix.utils.multistep import n_step_bootstrap
@@ -62,8 +63,11 @@ def rainbow_loss(
     g, discount, index = n_step_bootstrap(batch.reward, batch.discount, batch.done, gamma)
     next_obs = jax.tree.map(lambda x: x[jnp.arange(x.shape[0]), index], batch.next_obs)
     dist_t = apply_fn(target_params, next_obs, rngs={"noise": keys[1]})
-    selector = apply_fn(online_params, next_obs, rngs={"noise": keys[2]}).q_values
-    per_sample = jax.vmap(rlax.categorical_double_q_learning, in_axes=(None, 0, 0, 0, 0, None, 0, 0))(
+    selector = jax.lax.stop_gradient(apply_fn(online_params, next_obs, rngs={"noise": keys[2]}).q_values)
+    # NOTE: stoix.utils.distributional equals rlax.categorical_double_q_learning (tested) on the
+    # whole batch; vmapped rlax's projection alone cost more than the three network passes (1,352 vs
+    # 697 us per gradient step, see that module).
+    per_sample = distributional.categorical_double_q_learning(
         dist_tm1.atoms,
         dist_tm1.logits,
         batch.action[:, 0],
