@@ -1,7 +1,7 @@
 """Distributional Q-learning losses on a whole batch, equal to rlax's per-sample ones.
 
 NOTE: why not rlax directly. rlax's categorical and quantile losses take one sample and are
-vmapped; on this 2-core CPU (jax 0.5, batch 128, 51 atoms, 2 actions) one ff_c51 gradient step
+vmapped; on this 2-core CPU (jax 0.10.2, batch 128, 51 atoms, 2 actions) one ff_c51 gradient step
 took 532 us, of which the vmapped projection was ~300 us, against 83 us for ff_dqn's whole step
 (measured by timing jitted gradient steps with the projection swapped out). Here:
 - the projection scatters each source atom's mass onto its two neighbouring target atoms
