@@ -212,6 +212,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--readme", default=str(REPO_ROOT / "README.md"), help="whose results block to rewrite"
     )
+    parser.add_argument(
+        "--no-plot",
+        action="store_true",
+        help="skip the plots (minutes of bootstrap over every pair of rows); refresh them later "
+        "with a run that plots, or with make plot RESULTS=results/published PLOTS=docs/images",
+    )
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n]
     unknown = sorted(set(names) - {row.name for row in ROWS})
@@ -237,9 +243,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         store.write_text(json.dumps(summaries, indent=1) + "\n")  # kept after every row
         write_table(summaries, docs)
         update_readme(summaries, Path(args.readme))
-    from stoix.plot import DEFAULT_NORMALISATION, plot
+    written = []
+    if not args.no_plot:
+        from stoix.plot import DEFAULT_NORMALISATION, plot
 
-    written = plot([str(runs)], docs / "images", DEFAULT_NORMALISATION, "episode_return", 2000, 0)
+        written = plot([str(runs)], docs / "images", DEFAULT_NORMALISATION, "episode_return", 2000, 0)
     print(
         f"wrote {docs / 'results.md'} and {len(written)} plots in {docs / 'images'} "
         f"({len(rows)} rows x {args.seeds} seeds in {time.perf_counter() - start:.0f} s)"

@@ -41,3 +41,21 @@ def test_unknown_row_is_one_line(capsys):
     assert results.main(["--only", "ff_nothing"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "ff_nothing" in err[0] and "ff_ppo" in err[0]
+
+
+def test_no_plot_refreshes_the_table_without_images(tmp_path, monkeypatch):
+    row = results.Row("ff_ppo", "stoix/systems/ppo/anakin/ff_ppo.py")
+    monkeypatch.setattr(results, "ROWS", [row])
+
+    def fake_run(row, seed, runs):  # the table's arithmetic only; the runs are tested above
+        return results.Outcome(row, seed, 100.0 + seed, 1000, "CartPole-v1", 1.0, "2026-11-27")
+
+    monkeypatch.setattr(results, "run_one", fake_run)
+    docs, readme = tmp_path / "docs", tmp_path / "README.md"
+    readme.write_text(f"{results.README_START}\n{results.README_END}\n")
+    argv = ["--seeds", "3", "--runs", str(tmp_path / "runs"), "--docs", str(docs), "--readme", str(readme)]
+    assert results.main([*argv, "--no-plot"]) == 0
+    summary = json.loads((docs / "results.json").read_text())["ff_ppo"]
+    assert [summary["seeds"][s] for s in ("0", "1", "2")] == [100.0, 101.0, 102.0]
+    assert "| `ff_ppo`" in (docs / "results.md").read_text()
+    assert not (docs / "images").exists()
