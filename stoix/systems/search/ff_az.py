@@ -133,6 +133,43 @@ def make_recurrent_fn(
     return recurrent_fn
 
 
+def run_mctx(
+    params: Any,
+    key: chex.PRNGKey,
+    root: mctx.RootFnOutput,
+    recurrent_fn: Callable,
+    cfg: Any,
+    *,
+    max_num_considered_actions: int,
+    invalid_actions: chex.Array | None = None,
+) -> mctx.PolicyOutput:
+    """mctx's Gumbel or PUCT search as `cfg.method` says, with root noise only when `cfg.noise`
+    (any config with the fields of SearchConfig; the sampled variants share it). Without noise
+    the Gumbel search adds none and PUCT takes the most visited action (temperature 0)."""
+    if cfg.method == "gumbel":
+        return mctx.gumbel_muzero_policy(
+            params,
+            key,
+            root,
+            recurrent_fn,
+            cfg.num_simulations,
+            invalid_actions=invalid_actions,
+            max_num_considered_actions=max_num_considered_actions,
+            gumbel_scale=cfg.gumbel_scale if cfg.noise else 0.0,
+        )
+    return mctx.muzero_policy(
+        params,
+        key,
+        root,
+        recurrent_fn,
+        cfg.num_simulations,
+        invalid_actions=invalid_actions,
+        dirichlet_fraction=cfg.dirichlet_fraction if cfg.noise else 0.0,
+        dirichlet_alpha=cfg.dirichlet_alpha,
+        temperature=1.0 if cfg.noise else 0.0,
+    )
+
+
 def search(
     params: ActorCriticParams,
     key: chex.PRNGKey,
@@ -151,28 +188,14 @@ def search(
         value=critic_apply(params.critic, observation),
         embedding=model_state(env_state),
     )
-    invalid_actions = observation.action_mask <= 0
-    if cfg.method == "gumbel":
-        return mctx.gumbel_muzero_policy(
-            params,
-            key,
-            root,
-            recurrent_fn,
-            cfg.num_simulations,
-            invalid_actions=invalid_actions,
-            max_num_considered_actions=cfg.max_num_considered_actions,
-            gumbel_scale=cfg.gumbel_scale if cfg.noise else 0.0,
-        )
-    return mctx.muzero_policy(
+    return run_mctx(
         params,
         key,
         root,
         recurrent_fn,
-        cfg.num_simulations,
-        invalid_actions=invalid_actions,
-        dirichlet_fraction=cfg.dirichlet_fraction if cfg.noise else 0.0,
-        dirichlet_alpha=cfg.dirichlet_alpha,
-        temperature=1.0 if cfg.noise else 0.0,  # 0: the most visited action
+        cfg,
+        max_num_considered_actions=cfg.max_num_considered_actions,
+        invalid_actions=observation.action_mask <= 0,
     )
 
 

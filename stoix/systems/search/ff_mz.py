@@ -35,7 +35,7 @@ from omegaconf import DictConfig
 from stoix.architectures.anakin import init_learner_state, run_from_cli
 from stoix.base_types import ActorApply, ExperimentOutput, Observation, SystemSetup
 from stoix.systems.ddpg.ff_ddpg import first, pmean_over
-from stoix.systems.search.ff_az import SEARCH_METHODS, SearchConfig, Transition, search_config
+from stoix.systems.search.ff_az import SEARCH_METHODS, SearchConfig, Transition, run_mctx, search_config
 from stoix.utils.config import CONFIG_DIR, check_overrides, require
 from stoix.utils.multistep import n_step_bootstrap
 from stoix.utils.sizes import AnakinSizes, replay_sizes
@@ -167,28 +167,14 @@ def search(
     hidden = model.represent(params, observation)
     prior_logits, value_logits = model.predict(params, hidden)
     root = mctx.RootFnOutput(prior_logits=prior_logits, value=model.scalar(value_logits), embedding=hidden)
-    invalid_actions = observation.action_mask <= 0
-    if cfg.method == "gumbel":
-        return mctx.gumbel_muzero_policy(
-            params,
-            key,
-            root,
-            recurrent_fn,
-            cfg.num_simulations,
-            invalid_actions=invalid_actions,
-            max_num_considered_actions=cfg.max_num_considered_actions,
-            gumbel_scale=cfg.gumbel_scale if cfg.noise else 0.0,
-        )
-    return mctx.muzero_policy(
+    return run_mctx(
         params,
         key,
         root,
         recurrent_fn,
-        cfg.num_simulations,
-        invalid_actions=invalid_actions,
-        dirichlet_fraction=cfg.dirichlet_fraction if cfg.noise else 0.0,
-        dirichlet_alpha=cfg.dirichlet_alpha,
-        temperature=1.0 if cfg.noise else 0.0,
+        cfg,
+        max_num_considered_actions=cfg.max_num_considered_actions,
+        invalid_actions=observation.action_mask <= 0,
     )
 
 

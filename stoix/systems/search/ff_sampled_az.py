@@ -38,6 +38,7 @@ from stoix.systems.search.ff_az import (
     critic_loss,
     model_env,
     model_state,
+    run_mctx,
     value_targets,
 )
 from stoix.utils.action_spaces import require_action_space
@@ -191,27 +192,9 @@ def search(
         value=critic_apply(params.critic, observation),
         embedding=Embedding(model_state(env_state), actions),
     )
-    if cfg.method == "gumbel":
-        output = mctx.gumbel_muzero_policy(
-            params,
-            search_key,
-            root,
-            recurrent_fn,
-            cfg.num_simulations,
-            max_num_considered_actions=cfg.num_sampled_actions,
-            gumbel_scale=cfg.gumbel_scale if cfg.noise else 0.0,
-        )
-    else:
-        output = mctx.muzero_policy(
-            params,
-            search_key,
-            root,
-            recurrent_fn,
-            cfg.num_simulations,
-            dirichlet_fraction=cfg.dirichlet_fraction if cfg.noise else 0.0,
-            dirichlet_alpha=cfg.dirichlet_alpha,
-            temperature=1.0 if cfg.noise else 0.0,  # 0: the most visited arm
-        )
+    output = run_mctx(
+        params, search_key, root, recurrent_fn, cfg, max_num_considered_actions=cfg.num_sampled_actions
+    )
     return output, actions
 
 

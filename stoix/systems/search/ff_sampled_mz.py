@@ -38,7 +38,7 @@ from omegaconf import DictConfig
 from stoix.architectures.anakin import init_learner_state, run_from_cli
 from stoix.base_types import ActorApply, ExperimentOutput, Observation, SystemSetup
 from stoix.systems.ddpg.ff_ddpg import pmean_over
-from stoix.systems.search.ff_az import SEARCH_METHODS
+from stoix.systems.search.ff_az import SEARCH_METHODS, run_mctx
 from stoix.systems.search.ff_sampled_az import (
     SearchConfig,
     chosen_action,
@@ -249,27 +249,9 @@ def search(
         value=to_scalar(value_logits, model.value_support),
         embedding=Embedding(latent, actions),
     )
-    if cfg.method == "gumbel":
-        output = mctx.gumbel_muzero_policy(
-            params,
-            search_key,
-            root,
-            recurrent_fn,
-            cfg.num_simulations,
-            max_num_considered_actions=cfg.num_sampled_actions,
-            gumbel_scale=cfg.gumbel_scale if cfg.noise else 0.0,
-        )
-    else:
-        output = mctx.muzero_policy(
-            params,
-            search_key,
-            root,
-            recurrent_fn,
-            cfg.num_simulations,
-            dirichlet_fraction=cfg.dirichlet_fraction if cfg.noise else 0.0,
-            dirichlet_alpha=cfg.dirichlet_alpha,
-            temperature=1.0 if cfg.noise else 0.0,  # 0: the most visited arm
-        )
+    output = run_mctx(
+        params, search_key, root, recurrent_fn, cfg, max_num_considered_actions=cfg.num_sampled_actions
+    )
     return output, actions
 
 
