@@ -2,9 +2,10 @@
 
 From ff_ddpg.py; what changed is the critic: a categorical distribution over fixed returns
 (network=mlp_d4pg, `v_min`/`v_max` set for the task), trained by projecting the n-step
-target distribution onto its support (rlax.categorical_td_learning), and the actor follows
-the gradient of the distribution's mean. "Distributed" is Anakin's: many environments and
-update batches across devices. n-step returns are on by default (system.n_step=3).
+target distribution onto its support (rlax.categorical_td_learning, batched in
+stoix.utils.distributional), and the actor follows the gradient of the distribution's mean.
+"Distributed" is Anakin's: many environments and update batches across devices. n-step
+returns are on by default (system.n_step=3).
 
     python stoix/systems/ddpg/ff_d4pg.py env=gymnax/pendulum
 """
@@ -17,13 +18,12 @@ from typing import Any
 
 import chex
 import hydra
-import jax
 import jax.numpy as jnp
-import rlax
 from omegaconf import DictConfig
 
 from stoix.architectures.anakin import run_from_cli
 from stoix.systems.ddpg import ff_ddpg
+from stoix.utils import distributional
 from stoix.utils.config import CONFIG_DIR, check_overrides
 
 
@@ -45,7 +45,9 @@ def d4pg_critic_loss(
     g, discount, next_obs = ff_ddpg.bootstrap_point(batch, gamma)
     target = critic_apply(params.target_critic, next_obs, actor_apply(params.target_actor, next_obs))
     dist = critic_apply(critic_params, ff_ddpg.first(batch.obs), batch.action[:, 0])
-    loss = jax.vmap(rlax.categorical_td_learning, in_axes=(None, 0, 0, 0, None, 0))(
+    # The batched form of rlax.categorical_td_learning (equal to it, tests/test_distributional.py):
+    # vmapping rlax's per-sample projection is ~2x slower on CPU (docs/benchmarks.md, row g).
+    loss = distributional.categorical_td_learning(
         dist.atoms[0], dist.logits[0], g, discount, target.atoms[0], target.logits[0]
     )
     loss = jnp.mean(loss)
