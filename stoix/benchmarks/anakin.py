@@ -24,6 +24,13 @@ Prints, from one run on this machine:
   (g) ff_c51, ff_qr_dqn and ff_rainbow (configs C51, QRDQN, RAINBOW) at the same settings as
       (d), each as a ratio of steps/s to ff_dqn run in the same benchmark, interleaved by seed
       (one ff_dqn run per seed serves every row, and row (d) when DQN is selected too).
+  (h) ff_ppo with network=cnn on MinAtar Breakout (config BREAKOUT: 16 envs x 128 steps, 4 epochs,
+      4 minibatches, 1e5 steps), beside the lean baseline with the same network (its convolution
+      as Stoix's matrix product over patches), with nn.Conv (XLA's convolution, as a PureJaxRL-
+      style script writes it) and with an MLP (128) on the flattened image, all in this run.
+  (i) `make train` (ff_ppo at its defaults: config A's sizes with 20 evaluations and the absolute
+      metric) as a whole process, beside the lean baseline at the same sizes as a whole process
+      (`python -m stoix.benchmarks.lean_ppo`: import, compile, train; it evaluates nothing).
 Each training run is a fresh process of the real script, so start-up and compile are counted
 as a user sees them. Timings are medians over --seeds seeds.
 """
@@ -84,7 +91,15 @@ CONFIGS: dict[str, list[str]] = {
         "network.actor_network.pre_torso.activation=relu",
         "network.critic_network.pre_torso.activation=relu",
     ],
+    "BREAKOUT": [
+        "env=gymnax/breakout",
+        "network=cnn",
+        "arch.total_num_envs=16",
+        "system.num_minibatches=4",
+    ],
 }
+# Overrides of COMMON per config (hydra refuses the same key twice on one command line).
+BUDGET = {"BREAKOUT": 100_000}
 NUM_ENVS = {"A": 4, "B": 256, "DQN": 10}
 # Reported in the foundation issue for a 2-core CPU of this machine kind (jax 0.5.3,
 # compilation excluded, 3 seeds): steps/s of PureJaxRL and of the original Stoix, and
@@ -131,16 +146,27 @@ def pure_stepping(num_envs: int, num_steps: int = 200_000) -> float:
 BASELINE_SIZES = {
     "A": dict(num_envs=4, layer_sizes=(64, 64), activation="tanh", num_minibatches=4),
     "B": dict(num_envs=256, layer_sizes=(256, 256), activation="relu", num_minibatches=8),
+    "BREAKOUT": dict(
+        num_envs=16, layer_sizes=(128,), activation="relu", num_minibatches=4, env_name="Breakout-MinAtar"
+    ),
+}
+BREAKOUT_TORSOS = {
+    "cnn": "the same network (convolution over patches)",
+    "cnn_xla": "the same network with nn.Conv (XLA)",
+    "mlp": "an MLP (128) on the flattened image",
 }
 
 
-def baseline(config: str, seed: int) -> float:
+def baseline(config: str, seed: int, torso: str = "mlp") -> float:
     """steps/s of the PureJaxRL-style baseline, compilation excluded."""
     import jax
 
     from stoix.benchmarks.lean_ppo import make_train
 
-    train_fn, steps = make_train(num_steps=128, total_timesteps=500_000, epochs=4, **BASELINE_SIZES[config])
+    total = BUDGET.get(config, 500_000)
+    train_fn, steps = make_train(
+        num_steps=128, total_timesteps=total, epochs=4, torso=torso, **BASELINE_SIZES[config]
+    )
     compiled = jax.jit(train_fn).lower(jax.random.PRNGKey(seed)).compile()
     start = time.perf_counter()
     jax.block_until_ready(compiled(jax.random.PRNGKey(seed)))
@@ -154,7 +180,9 @@ def train(config: str, seed: int) -> dict[str, float]:
         script = str(REPO_ROOT / DISTRIBUTIONAL[config])
         command = [sys.executable, script, *DQN_OVERRIDES, f"arch.seed={seed}"]
     else:
-        command = [sys.executable, PPO, *COMMON, *CONFIGS[config], f"arch.seed={seed}"]
+        common = [o for o in COMMON if not (config in BUDGET and o.startswith("arch.total_timesteps="))]
+        budget = [f"arch.total_timesteps={BUDGET[config]}"] if config in BUDGET else []
+        command = [sys.executable, PPO, *common, *budget, *CONFIGS[config], f"arch.seed={seed}"]
     start = time.perf_counter()
     proc = subprocess.run(
         command,
@@ -311,13 +339,57 @@ def q_learning_rows(configs: list[str], seeds: int) -> dict[str, list[dict[str, 
     return runs
 
 
+def breakout_row(seeds: int) -> None:
+    runs, lean = [], {torso: [] for torso in BREAKOUT_TORSOS}
+    for seed in range(seeds):  # interleaved, so drifts in machine load hit all alike
+        runs.append(train("BREAKOUT", seed))
+        for torso in BREAKOUT_TORSOS:
+            lean[torso].append(baseline("BREAKOUT", seed, torso))
+    sps = statistics.median(r["sps"] for r in runs)
+    returns = ", ".join(f"{r['return']:.1f}" for r in runs)
+    print(
+        f"(h) ff_ppo network=cnn Breakout-MinAtar: {sps:>8,.0f} steps/s training (whole process "
+        f"{statistics.median(r['wall_s'] for r in runs):.1f}s; absolute returns {returns})"
+    )
+    for torso, label in BREAKOUT_TORSOS.items():
+        base = statistics.median(lean[torso])
+        print(f"    lean baseline, {label}: {base:>8,.0f} steps/s; ff_ppo x{sps / base:.2f}")
+
+
+def train_row(seeds: int) -> None:
+    def whole(command: list[str]) -> tuple[float, str]:
+        start = time.perf_counter()
+        proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT)
+        if proc.returncode:
+            raise SystemExit(f"{command} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+        return time.perf_counter() - start, proc.stdout
+
+    pattern = re.compile(r"(\d+) steps, ([\d,]+) steps/s training, compile ([\d.]+)s")
+    runs: dict[str, list[tuple[float, float, float]]] = {"make train (ff_ppo defaults)": [], "lean": []}
+    for seed in range(seeds):
+        commands = (
+            [sys.executable, PPO, "logger.use_json=false", f"arch.seed={seed}"],
+            [sys.executable, "-m", "stoix.benchmarks.lean_ppo", f"--seed={seed}"],
+        )
+        for name, command in zip(runs, commands):
+            wall, out = whole(command)
+            steps, sps, compile_s = pattern.search(out).groups()
+            runs[name].append((wall, int(steps) / float(sps.replace(",", "")), float(compile_s)))
+    for name, timings in runs.items():
+        wall, train_s, compile_s = (statistics.median(t[i] for t in timings) for i in range(3))
+        print(
+            f"(i) {name}: whole process {wall:.1f}s = compile {compile_s:.1f}s + training "
+            f"{train_s:.1f}s + the rest (start-up, evaluation, logging) {wall - compile_s - train_s:.1f}s"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument(
         "--configs",
-        default="A,B,DQN,C51,QRDQN,RAINBOW,SAC,AZ",
-        help="comma-separated: A, B, DQN, C51, QRDQN, RAINBOW, SAC, AZ",
+        default="A,B,DQN,C51,QRDQN,RAINBOW,SAC,AZ,BREAKOUT,TRAIN",
+        help="comma-separated: A, B, DQN, C51, QRDQN, RAINBOW, SAC, AZ, BREAKOUT, TRAIN",
     )
     args = parser.parse_args()
 
@@ -339,6 +411,12 @@ def main() -> None:
             continue
         if config == "AZ":
             az_row(args.seeds)
+            continue
+        if config == "BREAKOUT":
+            breakout_row(args.seeds)
+            continue
+        if config == "TRAIN":
+            train_row(args.seeds)
             continue
         runs = q_runs.get(config) or [train(config, seed) for seed in range(args.seeds)]
         if config == "DQN":

@@ -22,11 +22,23 @@ class ActorCritic(nn.Module):
     action_dim: int
     layer_sizes: Sequence[int]
     activation: str
+    # "mlp" on the (flattened) observation; "cnn": ff_ppo's network=cnn in each stream (16 3x3
+    # filters, stride 1, SAME, before the dense layers), its convolution by XLA (nn.Conv, what a
+    # PureJaxRL-style script writes) or as Stoix's matrix product over patches.
+    torso: str = "mlp"
 
     @nn.compact
     def __call__(self, x):
         act = nn.relu if self.activation == "relu" else nn.tanh
-        pi, v = x, x
+        x = x.astype(jnp.float32)
+        if self.torso == "mlp":
+            pi = v = x.reshape(*x.shape[: x.ndim - 3], -1) if x.ndim >= 4 else x
+        else:
+            from stoix.networks.torso import Conv
+
+            impl = "xla" if self.torso == "cnn_xla" else "patches"
+            pi, v = (act(Conv(16, 3, 1, impl)(x)) for _ in range(2))
+            pi, v = (y.reshape(*y.shape[:-3], -1) for y in (pi, v))
         for size in self.layer_sizes:
             pi = act(nn.Dense(size, kernel_init=orthogonal(np.sqrt(2)), bias_init=constant(0.0))(pi))
             v = act(nn.Dense(size, kernel_init=orthogonal(np.sqrt(2)), bias_init=constant(0.0))(v))
@@ -35,13 +47,24 @@ class ActorCritic(nn.Module):
         return distrax.Categorical(logits=logits), jnp.squeeze(value, -1)
 
 
-def make_train(num_envs, num_steps, total_timesteps, epochs, num_minibatches, layer_sizes, activation):
+def make_train(
+    num_envs,
+    num_steps,
+    total_timesteps,
+    epochs,
+    num_minibatches,
+    layer_sizes,
+    activation,
+    env_name="CartPole-v1",
+    torso="mlp",
+):
     from stoix.wrappers.gymnax import make_gymnax_env
 
-    env, params = make_gymnax_env("CartPole-v1")
+    env, params = make_gymnax_env(env_name)
+    obs_shape = env.observation_space(params).shape
     num_updates = total_timesteps // (num_envs * num_steps)
     minibatch = num_envs * num_steps // num_minibatches
-    network = ActorCritic(env.num_actions, tuple(layer_sizes), activation)
+    network = ActorCritic(env.num_actions, tuple(layer_sizes), activation, torso)
     schedule = optax.linear_schedule(2.5e-4, 0.0, num_updates * epochs * num_minibatches)
     tx = optax.chain(optax.clip_by_global_norm(0.5), optax.adam(schedule, eps=1e-5))
     vreset = jax.vmap(env.reset, in_axes=(0, None))
@@ -49,7 +72,7 @@ def make_train(num_envs, num_steps, total_timesteps, epochs, num_minibatches, la
 
     def train(key):
         key, init_key, reset_key = jax.random.split(key, 3)
-        net_params = network.init(init_key, jnp.zeros((1, 4)))
+        net_params = network.init(init_key, jnp.zeros((1, *obs_shape)))
         opt_state = tx.init(net_params)
         obs, env_state = vreset(jax.random.split(reset_key, num_envs), params)
 
@@ -124,3 +147,26 @@ def make_train(num_envs, num_steps, total_timesteps, epochs, num_minibatches, la
         return rewards
 
     return train, num_updates * num_envs * num_steps
+
+
+def main() -> None:
+    """Config A of the benchmark (ff_ppo's defaults: 4 envs x 128 steps, 4 epochs x 4 minibatches,
+    64x64 tanh, 5e5 steps) as a whole process, for the `make train` row of the benchmark."""
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(description="the lean PPO baseline at ff_ppo's default sizes")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    start = time.perf_counter()
+    train, steps = make_train(4, 128, 500_000, 4, 4, (64, 64), "tanh")
+    compiled = jax.jit(train).lower(jax.random.PRNGKey(args.seed)).compile()
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    jax.block_until_ready(compiled(jax.random.PRNGKey(args.seed)))
+    sps = steps / (time.perf_counter() - start)
+    print(f"lean PPO: {steps} steps, {sps:,.0f} steps/s training, compile {compile_s:.1f}s")
+
+
+if __name__ == "__main__":
+    main()
