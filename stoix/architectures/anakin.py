@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from stoix.base_types import SystemSetup
 from stoix.evaluator import make_evaluator
 from stoix.networks.base import check_torsos_fit
-from stoix.utils import multihost
+from stoix.utils import compilation_cache, multihost
 from stoix.utils.checkpointing import Checkpointer, restore
 from stoix.utils.config import TrainingDivergedError, exit_on_config_error, require
 from stoix.utils.finite import first_non_finite
@@ -163,6 +163,7 @@ def _run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> RunSummary:
     """
     cfg = copy.deepcopy(cfg)  # nothing below may change the caller's config
     multihost.initialize(cfg.arch)  # before anything touches a device
+    compilation_cache.enable(cfg.arch.get("compilation_cache_dir"))  # before anything compiles
     main = multihost.is_main_process()  # only process 0 prints, logs and writes JSON
     say = print if main else _quiet
     validate_system(cfg.system)

@@ -35,6 +35,7 @@ from stoix.architectures.sebulba_threads import (
 )
 from stoix.base_types import Observation
 from stoix.networks.base import check_torsos_fit
+from stoix.utils import compilation_cache
 from stoix.utils.checkpointing import Checkpointer, restore
 from stoix.utils.config import TrainingDivergedError, exit_on_config_error, require
 from stoix.utils.finite import first_non_finite
@@ -312,6 +313,7 @@ def run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
 
 def _run_experiment(cfg: DictConfig, learner_setup: SetupFn) -> float:
     """Train with actor threads and a learner; returns the (absolute) evaluation metric."""
+    compilation_cache.enable(cfg.arch.get("compilation_cache_dir"))  # before anything compiles
     validate_system(cfg.system)
     devices = jax.devices()
     sizes = sebulba_sizes(cfg.arch, int(cfg.system.rollout_length), list(range(len(devices))))

@@ -37,15 +37,20 @@ as a user sees them. Timings are medians over --seeds seeds.
 
 import argparse
 import math
+import os
 import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 from stoix.utils.config import REPO_ROOT
 
 PPO = str(REPO_ROOT / "stoix/systems/ppo/anakin/ff_ppo.py")
+# Training runs compile as on a fresh machine (no persistent compilation cache), except where
+# row (i) measures the cache.
+FRESH = {**os.environ, "STOIX_NO_COMPILATION_CACHE": "1"}
 SAC = str(REPO_ROOT / "stoix/systems/sac/ff_sac.py")
 SAC_THRESHOLD = -250.0
 DQN = str(REPO_ROOT / "stoix/systems/q_learning/ff_dqn.py")
@@ -184,12 +189,7 @@ def train(config: str, seed: int) -> dict[str, float]:
         budget = [f"arch.total_timesteps={BUDGET[config]}"] if config in BUDGET else []
         command = [sys.executable, PPO, *common, *budget, *CONFIGS[config], f"arch.seed={seed}"]
     start = time.perf_counter()
-    proc = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-    )
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, env=FRESH)
     wall = time.perf_counter() - start
     match = re.search(r"episode_return=(\S+) .* ([\d,]+) steps/s training, compile ([\d.]+)s", proc.stdout)
     if proc.returncode or not match:
@@ -207,7 +207,7 @@ def timed_evaluations(command: list[str]) -> dict[str, float]:
     training steps/s (from its RESULT line) and the seconds and steps to the first R >= -250."""
     start = time.perf_counter()
     proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT, env=FRESH
     )
     first = {"time_to_threshold_s": float("nan"), "steps_to_threshold": float("nan")}
     lines = []
@@ -299,7 +299,7 @@ def az_row(seeds: int) -> None:
     runs, alone = [], []
     for seed in range(seeds):
         command = [sys.executable, AZ, "logger.use_json=false", f"arch.seed={seed}"]
-        proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT)
+        proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, env=FRESH)
         match = re.search(r"episode_return=(\S+) .* ([\d,]+) steps/s training", proc.stdout)
         if proc.returncode or not match:
             raise SystemExit(f"ff_az failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
@@ -357,24 +357,32 @@ def breakout_row(seeds: int) -> None:
 
 
 def train_row(seeds: int) -> None:
-    def whole(command: list[str]) -> tuple[float, str]:
+    def whole(command: list[str], env: dict) -> tuple[float, float, float]:
         start = time.perf_counter()
-        proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT)
-        if proc.returncode:
+        proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, env=env)
+        wall = time.perf_counter() - start
+        match = re.search(r"(\d+) steps, ([\d,]+) steps/s training, compile ([\d.]+)s", proc.stdout)
+        if proc.returncode or not match:
             raise SystemExit(f"{command} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-        return time.perf_counter() - start, proc.stdout
+        steps, sps, compile_s = match.groups()
+        return wall, int(steps) / float(sps.replace(",", "")), float(compile_s)
 
-    pattern = re.compile(r"(\d+) steps, ([\d,]+) steps/s training, compile ([\d.]+)s")
-    runs: dict[str, list[tuple[float, float, float]]] = {"make train (ff_ppo defaults)": [], "lean": []}
-    for seed in range(seeds):
-        commands = (
-            [sys.executable, PPO, "logger.use_json=false", f"arch.seed={seed}"],
-            [sys.executable, "-m", "stoix.benchmarks.lean_ppo", f"--seed={seed}"],
-        )
-        for name, command in zip(runs, commands):
-            wall, out = whole(command)
-            steps, sps, compile_s = pattern.search(out).groups()
-            runs[name].append((wall, int(steps) / float(sps.replace(",", "")), float(compile_s)))
+    with tempfile.TemporaryDirectory() as cache:
+        cached = [f"arch.compilation_cache_dir={cache}"]
+        runs: dict[str, list[tuple[float, float, float]]] = {
+            "make train, compiling": [],
+            "make train, programs from the cache": [],
+            "lean PPO, compiling": [],
+        }
+        ppo = [sys.executable, PPO, "logger.use_json=false"]
+        whole([*ppo, *cached, "arch.seed=99"], os.environ)  # fills the cache
+        for seed in range(seeds):
+            runs["make train, compiling"].append(whole([*ppo, f"arch.seed={seed}"], FRESH))
+            runs["make train, programs from the cache"].append(
+                whole([*ppo, *cached, f"arch.seed={seed}"], os.environ)
+            )
+            lean = [sys.executable, "-m", "stoix.benchmarks.lean_ppo", f"--seed={seed}"]
+            runs["lean PPO, compiling"].append(whole(lean, FRESH))
     for name, timings in runs.items():
         wall, train_s, compile_s = (statistics.median(t[i] for t in timings) for i in range(3))
         print(

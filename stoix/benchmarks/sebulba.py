@@ -11,6 +11,7 @@ Each training run is a fresh process of the real script. Medians over --seeds se
 """
 
 import argparse
+import os
 import re
 import statistics
 import subprocess
@@ -55,7 +56,9 @@ def raw_stepping(num_envs: int, seconds: float = 3.0, wrapped: bool = False) -> 
 
 def train(num_envs: int, seed: int) -> dict[str, float]:
     command = [sys.executable, SCRIPT, *COMMON, f"arch.total_num_envs={num_envs}", f"arch.seed={seed}"]
-    proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT)
+    # Compiles as on a fresh machine: no persistent compilation cache.
+    env = {**os.environ, "STOIX_NO_COMPILATION_CACHE": "1"}
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, env=env)
     match = re.search(
         r"episode_return=(\S+) .* ([\d,]+) steps/s \(Sebulba.*; ([\d,]+) steps/s training", proc.stdout
     )

@@ -1,0 +1,41 @@
+"""JAX's persistent compilation cache (stoix/utils/compilation_cache.py, arch.compilation_cache_dir):
+a second run of the same config loads the first run's programs and gives the same result."""
+
+import re
+import subprocess
+import sys
+
+from conftest import REPO_ROOT, TINY, device_env
+
+from stoix.utils import compilation_cache
+
+
+def run(cache_dir, tmp_path):
+    env = device_env(1)
+    env.pop(compilation_cache.DISABLE_ENV, None)  # the test suite turns it off everywhere else
+    command = [
+        sys.executable,
+        str(REPO_ROOT / "stoix/systems/ppo/anakin/ff_ppo.py"),
+        *TINY,
+        f"logger.base_exp_path={tmp_path}",
+        f"arch.compilation_cache_dir={cache_dir}",
+    ]
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return re.search(r"^RESULT .*?: (episode_return=\S+)", proc.stdout, re.M).group(1)
+
+
+def test_a_second_run_loads_the_first_runs_programs(tmp_path):
+    cache = tmp_path / "cache"
+    first = run(cache, tmp_path)
+    entries = sorted(p.name for p in cache.rglob("*") if p.is_file())
+    assert entries, "the first run cached no program"
+    assert run(cache, tmp_path) == first
+    # Every program the second run compiled for 0.2 s or more was found, so nothing new was written.
+    assert sorted(p.name for p in cache.rglob("*") if p.is_file()) == entries
+
+
+def test_off_when_null_or_disabled(monkeypatch):
+    assert compilation_cache.enable(None) is None
+    monkeypatch.setenv(compilation_cache.DISABLE_ENV, "1")
+    assert compilation_cache.enable("/nonexistent/never-created") is None
