@@ -330,20 +330,28 @@ ZOO_CASES = {
 }
 
 
+def ppo_seeds_0_1_2(config_name: str, overrides: list[str], tmp_path, greedy: bool = True) -> list[float]:
+    """The absolute metric of ff_ppo's learner (either action space) on seeds 0, 1, 2."""
+    from stoix.systems.ppo.anakin import ff_ppo
+
+    metrics = []
+    for seed in (0, 1, 2):
+        common = [
+            f"arch.seed={seed}",
+            f"arch.evaluation_greedy={str(greedy).lower()}",
+            "arch.absolute_metric=true",
+        ]
+        cfg = compose_config(config_name, [*overrides, *common, f"logger.base_exp_path={tmp_path}/{seed}"])
+        metrics.append(run_experiment(cfg, ff_ppo.learner_setup))
+    return metrics
+
+
 @pytest.mark.parametrize("case", sorted(ZOO_CASES))
 def test_zoo_learns(case, tmp_path):
     import numpy as np
 
-    from stoix.systems.ppo.anakin import ff_ppo
-
     overrides, bar = ZOO_CASES[case]
-    metrics = []
-    for seed in (0, 1, 2):
-        common = [f"arch.seed={seed}", "arch.evaluation_greedy=true", "arch.absolute_metric=true"]
-        cfg = compose_config(
-            "default/anakin/default_ff_ppo", [*overrides, *common, f"logger.base_exp_path={tmp_path}/{seed}"]
-        )
-        metrics.append(run_experiment(cfg, ff_ppo.learner_setup))
+    metrics = ppo_seeds_0_1_2("default/anakin/default_ff_ppo", overrides, tmp_path)
     median = float(np.median(metrics))
     assert median >= bar, f"{case}: median absolute episode_return {median:.3f} < {bar} ({metrics})"
 
@@ -356,20 +364,8 @@ def test_zoo_learns(case, tmp_path):
 def test_ff_ppo_continuous_learns_brax_inverted_pendulum(tmp_path):
     import numpy as np
 
-    from stoix.systems.ppo.anakin import ff_ppo
-
-    metrics = []
-    for seed in (0, 1, 2):
-        overrides = [
-            "env=brax/inverted_pendulum",
-            "arch.total_timesteps=1000000",
-            f"arch.seed={seed}",
-            "arch.evaluation_greedy=true",
-            "arch.absolute_metric=true",
-            f"logger.base_exp_path={tmp_path}/{seed}",
-        ]
-        cfg = compose_config("default/anakin/default_ff_ppo_continuous", overrides)
-        metrics.append(run_experiment(cfg, ff_ppo.learner_setup))
+    brax = ["env=brax/inverted_pendulum", "arch.total_timesteps=1000000"]
+    metrics = ppo_seeds_0_1_2("default/anakin/default_ff_ppo_continuous", brax, tmp_path)
     median = float(np.median(metrics))
     assert median >= 900.0, (
         f"brax inverted_pendulum: median absolute episode_return {median:.1f} < 900 ({metrics})"
@@ -404,22 +400,10 @@ def random_policy_return(config_name: str, overrides: list[str], episodes: int =
 def test_ff_ppo_learns_jumanji_snake_beyond_three_times_random(tmp_path):
     import numpy as np
 
-    from stoix.systems.ppo.anakin import ff_ppo
-
     snake = ["env=jumanji/snake", "arch.total_num_envs=16"]
     random_return = random_policy_return("default/anakin/default_ff_ppo", snake)
-    metrics = []
-    for seed in (0, 1, 2):
-        overrides = [
-            *snake,
-            "arch.total_timesteps=5000000",
-            f"arch.seed={seed}",
-            "arch.evaluation_greedy=false",
-            "arch.absolute_metric=true",
-            f"logger.base_exp_path={tmp_path}/{seed}",
-        ]
-        cfg = compose_config("default/anakin/default_ff_ppo", overrides)
-        metrics.append(run_experiment(cfg, ff_ppo.learner_setup))
+    overrides = [*snake, "arch.total_timesteps=5000000"]
+    metrics = ppo_seeds_0_1_2("default/anakin/default_ff_ppo", overrides, tmp_path, greedy=False)
     median = float(np.median(metrics))
     assert random_return > 0 and median >= 3 * random_return, (
         f"jumanji snake: median absolute episode_return {median:.2f} < 3 x random {random_return:.2f} ({metrics})"
