@@ -39,3 +39,12 @@ def test_off_when_null_or_disabled(monkeypatch):
     assert compilation_cache.enable(None) is None
     monkeypatch.setenv(compilation_cache.DISABLE_ENV, "1")
     assert compilation_cache.enable("/nonexistent/never-created") is None
+
+
+def test_an_unwritable_folder_is_one_warning_and_no_cache(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv(compilation_cache.DISABLE_ENV, raising=False)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert compilation_cache.enable(str(blocker / "cache")) is None
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "arch.compilation_cache_dir=" in out[0] and "null" in out[0]
