@@ -7,9 +7,9 @@ import pytest
 from omegaconf import OmegaConf
 from scripted_env import ScriptedEnv
 
-from stoix.utils.config import REPO_ROOT
+from stoix.utils.config import REPO_ROOT, StoixConfigError
 from stoix.wrappers import make_env
-from stoix.wrappers.core import AutoReset, ClipAction, RecordEpisodeMetrics, VmapWrapper
+from stoix.wrappers.core import AutoReset, ClipAction, PooledAutoReset, RecordEpisodeMetrics, VmapWrapper
 from stoix.wrappers.gymnax import GYMNAX_ENVIRONMENTS, GymnaxToJumanji
 
 
@@ -71,6 +71,58 @@ def test_vmap_wrapper_steps_independent_environments():
     state, timestep = env.step(state, jnp.array([0, 1, 0]))
     np.testing.assert_array_equal(np.asarray(timestep.discount), [1, 0, 1])
     np.testing.assert_array_equal(np.asarray(timestep.observation.agent_view[:, 0]), [1, 0, 1])
+
+
+def batch_rollout(env, num_envs, actions):
+    keys = jax.random.split(jax.random.PRNGKey(0), num_envs)
+    # Reset and steps inside one trace, as a learner builds them.
+    return jax.jit(lambda k: jax.lax.scan(env.step, env.reset(k)[0], jnp.asarray(actions))[1])(keys)
+
+
+def test_pooled_auto_reset_matches_auto_reset_on_every_output():
+    """The scripted task always restarts at time 0, so a start from the pool and an
+    environment's own reset are the same: every output of the two batches must agree, over
+    terminations (action 1) and truncations (limit 3) that several environments hit at once."""
+    actions = np.zeros((9, 6), np.int32)
+    actions[1, [0, 2, 3]] = 1  # three terminations on step 2, more than the pool of 2
+    actions[4, 5] = 1
+    own = batch_rollout(VmapWrapper(AutoReset(RecordEpisodeMetrics(scripted(max_steps=3)))), 6, actions)
+    pooled = batch_rollout(PooledAutoReset(RecordEpisodeMetrics(scripted(max_steps=3)), 3), 6, actions)
+    assert np.asarray(own.last()).sum() > 10
+    for a, b in zip(jax.tree.leaves(own), jax.tree.leaves(pooled), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_pooled_auto_reset_draws_starts_from_a_pool_of_one_per_ratio():
+    """CartPole starts at random: with a 3-step limit all 8 environments end together; with
+    reset_ratio 4 their new starts come from a pool of 2 (the k-th to finish takes entry k % 2),
+    with reset_ratio 1 every environment gets its own, and each round's pool is fresh."""
+    cfg = OmegaConf.load(REPO_ROOT / "configs/env/gymnax/cartpole.yaml")
+    cfg.max_episode_steps = 3
+
+    def starts(ratio):
+        cfg.reset_ratio = ratio
+        env, _ = make_env(cfg)
+        assert isinstance(env, PooledAutoReset)
+        traj = batch_rollout(env, 8, np.zeros((6, 8), np.int32))
+        assert np.asarray(traj.last())[[2, 5]].all() and float(traj.discount[2].min()) == 1.0
+        return np.asarray(traj.observation.agent_view)[[2, 5]]  # (round, env, 4)
+
+    pooled = starts(4)
+    for round_starts in pooled:
+        assert len(np.unique(round_starts, axis=0)) == 2
+        np.testing.assert_array_equal(round_starts[0::2], np.repeat(round_starts[:1], 4, axis=0))
+        np.testing.assert_array_equal(round_starts[1::2], np.repeat(round_starts[1:2], 4, axis=0))
+    assert not np.array_equal(pooled[0][:2], pooled[1][:2]), "a fresh pool each step"
+    assert all(len(np.unique(r, axis=0)) == 8 for r in starts(1))
+
+
+@pytest.mark.parametrize("ratio", [0, -2, 1.5, True, "4"])
+def test_bad_reset_ratio_is_one_clear_error(ratio):
+    cfg = OmegaConf.load(REPO_ROOT / "configs/env/gymnax/cartpole.yaml")
+    cfg.reset_ratio = ratio
+    with pytest.raises(StoixConfigError, match=r"env.reset_ratio=.*positive integer"):
+        make_env(cfg)
 
 
 @pytest.mark.parametrize("name", sorted(GYMNAX_ENVIRONMENTS))

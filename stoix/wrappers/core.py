@@ -163,6 +163,51 @@ class AutoReset(Wrapper):
         return AutoResetState(env_state, key), timestep
 
 
+class PooledAutoReset(Wrapper):
+    """A batch of environments that auto-reset from a small pool of fresh episodes: each step
+    computes `max(1, n // reset_ratio)` resets for the `n` environments instead of one each.
+
+    Under `vmap`, `AutoReset` computes a reset for every environment on every step (a select
+    runs both branches), which dominates a task whose reset is costly (Craftax generates a
+    world). Here the k-th environment to finish on a step takes pool entry `k % pool_size`, so
+    starts are distinct unless more environments than the pool finish on one step (then some
+    share a start; Craftax's own "optimistic resets" make the same trade). Everything else is
+    `VmapWrapper(AutoReset(env))`: the final observation in `extras["next_obs"]`, the ended
+    step's reward, discount and metrics kept, the state of the same structure.
+    """
+
+    def __init__(self, env: Any, reset_ratio: int):
+        super().__init__(env)
+        self.reset_ratio = int(reset_ratio)
+        # Built here: a Jumanji environment computes its specs on construction, which cannot
+        # happen inside a trace.
+        self._auto_reset = AutoReset(env)
+
+    def reset(self, keys: chex.PRNGKey) -> tuple[AutoResetState, Any]:
+        return jax.vmap(self._auto_reset.reset)(keys)
+
+    def step(self, state: AutoResetState, action: chex.Array) -> tuple[AutoResetState, Any]:
+        keys = jax.vmap(jax.random.split)(state.key)
+        key, reset_key = keys[:, 0], keys[:, 1]
+        env_state, timestep = jax.vmap(self._env.step)(state.env_state, action)
+        num_envs = timestep.reward.shape[0]
+        pool_size = max(1, num_envs // self.reset_ratio)
+        pool_state, pool_timestep = jax.vmap(self._env.reset)(reset_key[:pool_size])
+        done = timestep.last()
+        slot = (jnp.cumsum(done) - 1) % pool_size
+
+        def pick(pool_leaf: chex.Array, step_leaf: chex.Array) -> chex.Array:
+            mask = done.reshape(done.shape + (1,) * (step_leaf.ndim - 1))
+            return jnp.where(mask, pool_leaf[slot], step_leaf)
+
+        env_state = jax.tree.map(pick, pool_state, env_state)
+        timestep.extras["next_obs"] = timestep.observation
+        timestep = timestep.replace(
+            observation=jax.tree.map(pick, pool_timestep.observation, timestep.observation)
+        )
+        return AutoResetState(env_state, key), timestep
+
+
 class VmapWrapper(Wrapper):
     """Runs a batch of independent environments: `reset` takes one key per environment."""
 

@@ -12,7 +12,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from stoix.utils.config import StoixConfigError
-from stoix.wrappers.core import AutoReset, ClipAction, ObservationSubset, RecordEpisodeMetrics, VmapWrapper
+from stoix.wrappers.core import (
+    AutoReset,
+    ClipAction,
+    ObservationSubset,
+    PooledAutoReset,
+    RecordEpisodeMetrics,
+    VmapWrapper,
+)
 from stoix.wrappers.host import HostVecEnv
 
 SUITES = ("gymnax", "jumanji", "brax", "xminigrid", "navix", "craftax", "popgym_arcade")
@@ -106,8 +113,17 @@ def _observation_subset(env: Any, env_cfg: DictConfig) -> Any:
 def make_env(env_cfg: DictConfig) -> tuple[Any, Any]:
     """(training env, evaluation env). The training env is a batch (its `reset` takes one key
     per environment) that auto-resets and records episode metrics; the evaluation env is a
-    single bare environment that the evaluator vectorises and stops itself."""
-    train_env = VmapWrapper(AutoReset(RecordEpisodeMetrics(make_single_env(env_cfg))))
+    single bare environment that the evaluator vectorises and stops itself. `env.reset_ratio`
+    (null: off) resets the batch from a pool of one fresh episode per that many environments
+    (PooledAutoReset), for tasks whose reset costs far more than a step."""
+    ratio = env_cfg.get("reset_ratio")
+    if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, int) or ratio < 1):
+        raise StoixConfigError(
+            f"env.reset_ratio={ratio!r} must be a positive integer (environments per fresh reset "
+            "computed each step) or null (every environment computes its own)."
+        )
+    metrics = RecordEpisodeMetrics(make_single_env(env_cfg))
+    train_env = VmapWrapper(AutoReset(metrics)) if ratio is None else PooledAutoReset(metrics, ratio)
     eval_env = make_single_env(env_cfg)
     return train_env, eval_env
 

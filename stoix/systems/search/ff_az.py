@@ -34,7 +34,14 @@ from stoix.systems.ddpg.ff_ddpg import bootstrap_point, first, make_buffer, pmea
 from stoix.utils.action_spaces import require_action_space
 from stoix.utils.config import CONFIG_DIR, check_overrides, require
 from stoix.utils.sizes import AnakinSizes
-from stoix.wrappers.core import AutoReset, AutoResetState, MetricsState, RecordEpisodeMetrics, VmapWrapper
+from stoix.wrappers.core import (
+    AutoReset,
+    AutoResetState,
+    MetricsState,
+    PooledAutoReset,
+    RecordEpisodeMetrics,
+    VmapWrapper,
+)
 from stoix.wrappers.gymnax import GymnaxState
 
 SEARCH_METHODS = ("gumbel", "muzero")
@@ -97,7 +104,7 @@ def model_env(env: Any) -> Any:
     """The single environment inside the training wrappers (VmapWrapper, AutoReset,
     RecordEpisodeMetrics), with whatever `make_env` put under them (a hidden part of the
     observation, clipped actions): the search sees what the agent sees."""
-    while isinstance(env, VmapWrapper | AutoReset | RecordEpisodeMetrics):
+    while isinstance(env, VmapWrapper | AutoReset | PooledAutoReset | RecordEpisodeMetrics):
         env = env._env
     return env
 
