@@ -11,10 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny_for
 from omegaconf import OmegaConf
 
-from stoix.utils.config import CONFIG_DIR, REPO_ROOT, StoixConfigError, compose_config
+from stoix.utils.config import CONFIG_DIR, REPO_ROOT, StoixConfigError
 from stoix.wrappers import make_env
 from stoix.wrappers.core import AutoReset, ClipAction, RecordEpisodeMetrics
 
@@ -181,33 +180,3 @@ def test_every_brax_config_builds_and_steps(task):
     state, timestep = jax.jit(env.step)(state, jnp.zeros((2, *spec.shape)))
     assert timestep.observation.agent_view.shape == (2, *env.observation_spec.agent_view.shape)
     assert np.all(np.isfinite(np.asarray(timestep.reward)))
-
-
-def train(entry: str, env: str, tmp_path, extra=()):
-    import importlib
-
-    from conftest import anakin_script
-
-    from stoix.architectures.anakin import run_summary
-
-    system = entry.removeprefix("default_")
-    overrides = [*tiny_for(system), f"env={env}", "arch.eval_step_cap=64", f"logger.base_exp_path={tmp_path}"]
-    cfg = compose_config(f"default/anakin/{entry}", [*overrides, *extra])
-    path = anakin_script(system)
-    module = importlib.import_module(".".join(path.relative_to(REPO_ROOT).with_suffix("").parts))
-    summary = run_summary(cfg, module.learner_setup)
-    assert np.isfinite(summary.metric)
-    moved = [
-        not np.array_equal(a, b)
-        for a, b in zip(jax.tree.leaves(summary.initial_params), jax.tree.leaves(summary.final_params))
-    ]
-    assert any(moved), "no parameter changed in training"
-
-
-def test_ff_ppo_trains_on_jumanji_maze(tmp_path):
-    train("default_ff_ppo", "jumanji/maze", tmp_path)
-
-
-@pytest.mark.slow
-def test_ff_ppo_continuous_trains_on_brax_inverted_pendulum(tmp_path):
-    train("default_ff_ppo_continuous", "brax/inverted_pendulum", tmp_path)

@@ -3,17 +3,15 @@ apart from the time limit (discount 1), keeps the final observation and the epis
 on auto-reset; every config builds and steps; unknown names are one clear error; PPO trains
 on one task of each suite. (tests/test_env_suites.py checks a gymnax run imports none.)"""
 
-import importlib
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import anakin_script, tiny_for
 from omegaconf import OmegaConf
 
-from stoix.utils.config import CONFIG_DIR, REPO_ROOT, StoixConfigError, compose_config
+from stoix.utils.config import CONFIG_DIR, REPO_ROOT, StoixConfigError
 from stoix.wrappers import make_env
 from stoix.wrappers.core import AutoReset, RecordEpisodeMetrics
 
@@ -182,43 +180,3 @@ def test_unknown_zoo_names_are_clear_errors():
         make_env(env_cfg("xminigrid/xland_r1_9x9", ruleset=None))
     with pytest.raises(StoixConfigError, match=r"env.kwargs \['day_lenght'\]"):
         make_env(env_cfg("craftax/classic_symbolic", **{"kwargs.day_lenght": 10}))
-
-
-def train(env: str, tmp_path, extra=()):
-    from stoix.architectures.anakin import run_summary
-
-    overrides = [
-        *tiny_for("ff_ppo"),
-        f"env={env}",
-        "arch.eval_step_cap=64",
-        f"logger.base_exp_path={tmp_path}",
-    ]
-    cfg = compose_config("default/anakin/default_ff_ppo", [*overrides, *extra])
-    path = anakin_script("ff_ppo")
-    module = importlib.import_module(".".join(path.relative_to(REPO_ROOT).with_suffix("").parts))
-    summary = run_summary(cfg, module.learner_setup)
-    assert np.isfinite(summary.metric)
-    moved = [
-        not np.array_equal(a, b)
-        for a, b in zip(jax.tree.leaves(summary.initial_params), jax.tree.leaves(summary.final_params))
-    ]
-    assert any(moved), "no parameter changed in training"
-
-
-def test_ff_ppo_trains_on_navix_empty(tmp_path):
-    train("navix/empty_5x5", tmp_path)
-
-
-@pytest.mark.slow
-def test_ff_ppo_trains_on_xminigrid_xland(tmp_path):
-    train("xminigrid/xland_r1_9x9", tmp_path)
-
-
-@pytest.mark.slow
-def test_ff_ppo_trains_on_craftax_symbolic(tmp_path):
-    train("craftax/classic_symbolic", tmp_path)
-
-
-@pytest.mark.slow
-def test_ff_ppo_trains_on_craftax_pixels_with_cnn(tmp_path):
-    train("craftax/classic_pixels", tmp_path, ["network=cnn"])

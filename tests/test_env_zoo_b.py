@@ -2,7 +2,8 @@
 actions) and Jumanji Sokoban on Anakin: the adapters keep termination (discount 0) apart from
 the time limit (discount 1), keep the final observation on auto-reset and report metrics on
 the finishing step; the multi-discrete head's log-probability and entropy are sums over
-sub-actions with each sub-action's mask applied; PPO trains on each suite for a tiny budget."""
+sub-actions with each sub-action's mask applied; rec_ppo trains on POPGym Arcade (slow; ff_ppo
+on every config: test_env_train.py)."""
 
 import importlib.metadata
 import math
@@ -11,11 +12,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import tiny_for
 from omegaconf import OmegaConf
-from test_env_suites import env_cfg, rollout, train
+from test_env_suites import env_cfg, rollout
 
 from stoix.networks.heads import CategoricalHead, MultiCategoricalHead
-from stoix.utils.config import StoixConfigError
+from stoix.utils.config import REPO_ROOT, StoixConfigError, compose_config
 from stoix.wrappers import make_env
 from stoix.wrappers.core import AutoReset, RecordEpisodeMetrics
 
@@ -70,6 +72,27 @@ def test_popgym_arcade_bad_names_and_downsample_are_clear_errors():
         make_env(env_cfg("popgym_arcade/count_recall_easy", **{"scenario.name": "CountRecallEasyy"}))
     with pytest.raises(StoixConfigError, match="env.downsample=5"):
         make_env(env_cfg("popgym_arcade/navigator_easy", downsample=5))
+
+
+def train(entry: str, env: str, tmp_path, extra=()):
+    import importlib
+
+    from conftest import anakin_script
+
+    from stoix.architectures.anakin import run_summary
+
+    system = entry.removeprefix("default_")
+    overrides = [*tiny_for(system), f"env={env}", "arch.eval_step_cap=64", f"logger.base_exp_path={tmp_path}"]
+    cfg = compose_config(f"default/anakin/{entry}", [*overrides, *extra])
+    path = anakin_script(system)
+    module = importlib.import_module(".".join(path.relative_to(REPO_ROOT).with_suffix("").parts))
+    summary = run_summary(cfg, module.learner_setup)
+    assert np.isfinite(summary.metric)
+    moved = [
+        not np.array_equal(a, b)
+        for a, b in zip(jax.tree.leaves(summary.initial_params), jax.tree.leaves(summary.final_params))
+    ]
+    assert any(moved), "no parameter changed in training"
 
 
 @pytest.mark.slow
@@ -187,22 +210,6 @@ def test_sokoban_needs_no_download_and_a_failed_one_is_one_clear_error(monkeypat
         make_env(env_cfg("jumanji/sokoban", **{"kwargs.generator": "huggingface"}))
     with pytest.raises(StoixConfigError, match="env.kwargs.generator='boxoban'"):
         make_env(env_cfg("jumanji/sokoban", **{"kwargs.generator": "boxoban"}))
-
-
-@pytest.mark.slow
-def test_ff_ppo_trains_on_jumanji_robot_warehouse_multi_discrete(tmp_path):
-    # Slow (~15 s); the fast suite runs the head's unit test and rec_ppo on POPGym Arcade.
-    train("default_ff_ppo", "jumanji/robot_warehouse", tmp_path, ["network=mlp_multidiscrete"])
-
-
-@pytest.mark.slow
-def test_ff_ppo_trains_on_jumanji_connector_multi_discrete(tmp_path):
-    train("default_ff_ppo", "jumanji/connector", tmp_path, ["network=mlp_multidiscrete"])
-
-
-@pytest.mark.slow
-def test_ff_ppo_trains_on_jumanji_sokoban(tmp_path):
-    train("default_ff_ppo", "jumanji/sokoban", tmp_path)
 
 
 def test_single_discrete_systems_refuse_multi_discrete_actions_in_one_line():

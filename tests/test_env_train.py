@@ -1,0 +1,79 @@
+"""Every environment config of the JAX suites trains with ff_ppo (ff_ppo_continuous on Brax)
+for a tiny budget: the real entry point (learner, evaluator, absolute metric), a finite
+result and parameters that moved. The adapters' semantics are tested in test_env_suites.py,
+test_env_zoo.py and test_env_zoo_b.py; this file checks each config against the system."""
+
+import importlib
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from conftest import anakin_script, tiny_for
+
+from stoix.utils.config import CONFIG_DIR, REPO_ROOT, compose_config
+
+SUITES = ("jumanji", "brax", "xminigrid", "navix", "craftax", "popgym_arcade")
+CONFIGS = sorted(
+    f"{suite}/{p.stem}" for suite in SUITES for p in (Path(CONFIG_DIR) / "env" / suite).glob("*.yaml")
+)
+# What a config needs beyond its suite's system: a head for several sub-actions, a torso for images.
+EXTRA = {
+    "jumanji/connector": ["network=mlp_multidiscrete"],
+    "jumanji/robot_warehouse": ["network=mlp_multidiscrete"],
+    "craftax/classic_pixels": ["network=cnn"],
+}
+
+
+def test_every_suite_config_is_listed():
+    assert len(CONFIGS) >= 24, CONFIGS
+    assert FAST < set(CONFIGS), FAST - set(CONFIGS)
+
+
+# `make test` runs the configs that take 8-15 s each here (pytest -n 2 on 2 CPU cores,
+# --durations): Jumanji's single-agent tasks, XLand-MiniGrid and Navix. The others take 17-118 s
+# each, mostly compiling the suite's step into the learner and again into the evaluator (the
+# multi-agent Jumanji tasks 17-20 s, Brax 29-63 s, Craftax symbolic 36 s and pixels 71 s,
+# POPGym Arcade 22-118 s), 870 s of CPU for all 24 together: they run in `make test-slow`,
+# which keeps `make test` near its 15 minutes.
+FAST = {
+    "jumanji/game_2048",
+    "jumanji/maze",
+    "jumanji/snake",
+    "jumanji/sokoban",
+    "navix/doorkey_5x5",
+    "navix/empty_5x5",
+    "xminigrid/empty_6x6",
+    "xminigrid/xland_r1_9x9",
+}
+
+
+@pytest.mark.parametrize(
+    "env", [c if c in FAST else pytest.param(c, marks=pytest.mark.slow) for c in CONFIGS]
+)
+def test_every_suite_config_trains_for_a_tiny_budget(env, tmp_path):
+    from stoix.architectures.anakin import run_summary
+
+    system = "ff_ppo_continuous" if env.startswith("brax/") else "ff_ppo"
+    overrides = [
+        *tiny_for(system),
+        f"env={env}",
+        # One evaluation of 2 episodes cut at 16 steps: the evaluator compiles and runs, and
+        # the time goes to compiling the environment into the learner.
+        "arch.num_evaluation=1",
+        "arch.num_eval_episodes=2",
+        "arch.eval_step_cap=16",
+        "arch.absolute_metric=false",
+        f"logger.base_exp_path={tmp_path}",
+        *EXTRA.get(env, []),
+    ]
+    cfg = compose_config(f"default/anakin/default_{system}", overrides)
+    path = anakin_script(system)
+    module = importlib.import_module(".".join(path.relative_to(REPO_ROOT).with_suffix("").parts))
+    summary = run_summary(cfg, module.learner_setup)
+    assert np.isfinite(summary.metric)
+    moved = [
+        not np.array_equal(a, b)
+        for a, b in zip(jax.tree.leaves(summary.initial_params), jax.tree.leaves(summary.final_params))
+    ]
+    assert any(moved), "no parameter changed in training"
