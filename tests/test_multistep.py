@@ -1,6 +1,5 @@
 """Truncation-aware GAE against rlax and against a plain Python loop."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -112,52 +111,3 @@ def test_one_step_bootstrap_matches_rlax_q_learning_target():
     expected = [rlax.q_learning(q_tm1[i], a[i], r[i, 0], 0.9 * d[i, 0], q_t[i]) for i in range(8)]
     np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(index, 0)
-
-
-def test_next_state_values_take_final_observations_where_episodes_ended():
-    """Two environments, 4 steps, observations are numbers and V(x) = 10 x. Environment 0 is
-    truncated at step 2 (final observation 9, reset to 10); environment 1 terminates at step 1
-    (final 7, reset to 20) and ends again on the last step (final 8). v_t must be V of the true
-    next observation everywhere: the final one where an episode ended, whatever the discount."""
-    from stoix.utils.multistep import next_state_values
-
-    obs = jnp.array([[1.0, 5.0], [2.0, 6.0], [3.0, 20.0], [10.0, 21.0]])
-    next_obs = jnp.array([[2.0, 6.0], [3.0, 7.0], [9.0, 21.0], [11.0, 8.0]])
-    done = jnp.array([[0, 0], [0, 1], [1, 0], [0, 1]], bool)
-    expected = 10.0 * np.asarray(next_obs)
-
-    def value_fn(x):
-        return 10.0 * x
-
-    v_tm1 = value_fn(obs)
-    for chunk in (None, 1, 3, 8):
-        v_t = jax.jit(lambda v, o, d, c=chunk: next_state_values(value_fn, v, o, d, c))(v_tm1, next_obs, done)
-        np.testing.assert_array_equal(np.asarray(v_t), expected)
-    # The same under vmap (the learners' update batches), each slot its own ends.
-    batched = jax.vmap(lambda v, o, d: next_state_values(value_fn, v, o, d))(
-        jnp.stack([v_tm1, v_tm1[:, ::-1]]),
-        jnp.stack([next_obs, next_obs[:, ::-1]]),
-        jnp.stack([done, done[:, ::-1]]),
-    )
-    np.testing.assert_array_equal(np.asarray(batched), np.stack([expected, expected[:, ::-1]]))
-
-
-@pytest.mark.parametrize("end_rate", [0.0, 0.05, 0.6, 1.0])
-def test_next_state_values_equal_a_critic_pass_over_every_next_observation(end_rate):
-    from stoix.utils.multistep import next_state_values
-
-    k_obs, k_next, k_done, k_w = jax.random.split(jax.random.PRNGKey(3), 4)
-    steps, envs = 16, 8
-    w = jax.random.normal(k_w, (5,))
-
-    def value_fn(x):
-        return jnp.tanh(x @ w)
-
-    obs = jax.random.normal(k_obs, (steps, envs, 5))
-    done = jax.random.uniform(k_done, (steps, envs)) < end_rate
-    # Where no episode ended the next observation is the next step's; elsewhere a final one.
-    finals = jax.random.normal(k_next, (steps, envs, 5))
-    following = jnp.concatenate([obs[1:], finals[-1:]], axis=0)
-    next_obs = jnp.where(done[..., None], finals, following)
-    v_t = jax.jit(lambda: next_state_values(value_fn, value_fn(obs), next_obs, done, 3))()
-    np.testing.assert_allclose(np.asarray(v_t), np.asarray(value_fn(next_obs)), rtol=1e-6, atol=1e-6)

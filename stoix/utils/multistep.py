@@ -9,9 +9,6 @@ Time runs along axis 0. For each step t the caller gives
   done_t    whether the episode ended at t (terminated or truncated): no trace crosses it.
 """
 
-from collections.abc import Callable
-from typing import Any
-
 import chex
 import jax
 import jax.numpy as jnp
@@ -67,44 +64,3 @@ def n_step_bootstrap(
     d_m = jnp.take_along_axis(d_t, index[..., None], axis=-1)[..., 0]
     discount = gamma ** (index + 1).astype(r_t.dtype) * d_m
     return g, discount, index
-
-
-def next_state_values(
-    value_fn: Callable[[Any], chex.Array],
-    v_tm1: chex.Array,
-    next_obs: Any,
-    done_t: chex.Array,
-    chunk: int | None = None,
-) -> chex.Array:
-    """v_t = V(next_obs_t) for a rollout shaped (T, N, ...), without a critic pass over every
-    `next_obs`: where no episode ended at t < T-1, the next observation is the one acted on at
-    t+1, whose value v_tm1[t+1] is known. The critic runs on the last step's next observations
-    and on the final observations of the steps that ended an episode (terminated or truncated,
-    the latter the ones the bootstrap needs), `chunk` (default N) at a time, in a loop that
-    runs as many chunks as there are ends: few for long episodes, one pass's worth at most.
-
-    `value_fn` maps a batch of observations (B, ...) to values (B,); equals
-    `value_fn(next_obs)` up to float rounding (tests/test_multistep.py)."""
-    num_steps, num_envs = v_tm1.shape[:2]
-    chunk = num_envs if chunk is None else int(chunk)
-    v_last = value_fn(jax.tree.map(lambda x: x[-1], next_obs))
-    v_t = jnp.concatenate([v_tm1[1:], v_last[None]], axis=0)
-    if num_steps == 1:
-        return v_t
-    size = (num_steps - 1) * num_envs
-    ends = done_t[:-1].reshape(size)
-    flat_obs = jax.tree.map(lambda x: x[:-1].reshape(size, *x.shape[2:]), next_obs)
-    # Positions of the ends first, padded with an out-of-range index to whole chunks.
-    padded = -(-size // chunk) * chunk
-    positions = jnp.nonzero(ends, size=padded, fill_value=size)[0]
-    num_chunks = (jnp.sum(ends) + chunk - 1) // chunk
-
-    def body(carry: tuple[chex.Array, chex.Array]) -> tuple[chex.Array, chex.Array]:
-        i, values = carry
-        index = jax.lax.dynamic_slice(positions, (i * chunk,), (chunk,))
-        obs = jax.tree.map(lambda x: x.at[index].get(mode="clip"), flat_obs)
-        # Padding entries compute a value for a clipped index and are dropped here.
-        return i + 1, values.at[index].set(value_fn(obs), mode="drop")
-
-    _, values = jax.lax.while_loop(lambda c: c[0] < num_chunks, body, (0, v_t[:-1].reshape(size)))
-    return jnp.concatenate([values.reshape(num_steps - 1, num_envs), v_last[None]], axis=0)

@@ -29,7 +29,7 @@ from stoix.architectures.anakin import init_learner_state, run_from_cli
 from stoix.base_types import ActorApply, ActorCriticParams, ExperimentOutput, Observation, SystemSetup
 from stoix.networks.base import make_actor, make_critic
 from stoix.utils.config import CONFIG_DIR, check_overrides, require
-from stoix.utils.multistep import next_state_values, truncated_gae
+from stoix.utils.multistep import truncated_gae
 from stoix.utils.running_statistics import (
     RunningStatistics,
     init_statistics,
@@ -258,14 +258,10 @@ def get_learner_fn(
         # COLLECT ROLLOUT: leaves shaped (rollout_length, num_envs, ...)
         state, traj = jax.lax.scan(_env_step, state, None, sizes.rollout_length)
 
-        # CALCULATE ADVANTAGE: the values of the observations acted on in one batched call; the
-        # next observations' values are those shifted by a step, except where an episode ended
-        # (the final observation, which the critic scores apart) and on the last step.
-        def value_fn(obs: Observation) -> chex.Array:
-            return critic_apply(state.params.critic, _normalize_obs(state.obs_norm, obs))
-
-        v_tm1 = value_fn(traj.obs)
-        v_t = next_state_values(value_fn, v_tm1, traj.next_obs, traj.done)
+        # CALCULATE ADVANTAGE: values of all observations in two batched calls
+        critic_params = state.params.critic
+        v_tm1 = critic_apply(critic_params, _normalize_obs(state.obs_norm, traj.obs))
+        v_t = critic_apply(critic_params, _normalize_obs(state.obs_norm, traj.next_obs))
         advantage, target = truncated_gae(
             traj.reward,
             float(cfg.gamma) * traj.discount,
