@@ -133,6 +133,29 @@ def tiny_for(system_name: str) -> list:
     return [*TINY_ARCH, *TINY_SYSTEM[family]]
 
 
+def train_tiny(system_name: str, overrides: Sequence[str]) -> None:
+    """Train the Anakin system in-process on its default config with `overrides` (tiny sizes
+    included by the caller); the result must be finite and some parameter must have moved."""
+    import importlib
+
+    import jax
+    import numpy as np
+
+    from stoix.architectures.anakin import run_summary
+    from stoix.utils.config import compose_config
+
+    cfg = compose_config(f"default/anakin/default_{system_name}", list(overrides))
+    path = anakin_script(system_name)
+    module = importlib.import_module(".".join(path.relative_to(REPO_ROOT).with_suffix("").parts))
+    summary = run_summary(cfg, module.learner_setup)
+    assert np.isfinite(summary.metric)
+    moved = [
+        not np.array_equal(a, b)
+        for a, b in zip(jax.tree.leaves(summary.initial_params), jax.tree.leaves(summary.final_params))
+    ]
+    assert any(moved), "no parameter changed in training"
+
+
 # The fast suite spends most of its time compiling tiny programs, not running them: XLA's CPU
 # backend without its expensive LLVM passes compiles them ~30% faster. Learning runs and
 # benchmarks, which measure what the default compiler gives, keep the defaults.
