@@ -198,3 +198,13 @@ def test_host_environment_on_anakin_points_to_sebulba():
 
     with pytest.raises(StoixConfigError, match="run a Sebulba script"):
         make_env(OmegaConf.load(f"{CONFIG_DIR}/env/envpool/pong.yaml"))
+
+
+def test_search_systems_find_the_single_environment_under_pooled_auto_reset():
+    from stoix.systems.search.ff_az import model_env
+    from stoix.wrappers.gymnax import GymnaxToJumanji
+
+    cfg = OmegaConf.load(REPO_ROOT / "configs/env/gymnax/cartpole.yaml")
+    cfg.reset_ratio = 4
+    env, _ = make_env(cfg)
+    assert isinstance(model_env(env), GymnaxToJumanji)
