@@ -27,15 +27,16 @@ def test_every_suite_config_is_listed():
     assert FAST < set(CONFIGS), FAST - set(CONFIGS)
 
 
-# `make test` runs the configs that take 8-15 s each here (pytest -n 2 on 2 CPU cores,
-# --durations): Jumanji's single-agent tasks, XLand-MiniGrid and Navix. The others take 17-118 s
-# each, mostly compiling the suite's step into the learner and again into the evaluator (the
-# multi-agent Jumanji tasks 17-20 s, Brax 29-63 s, Craftax symbolic 36 s and pixels 71 s,
-# POPGym Arcade 22-118 s), 870 s of CPU for all 24 together: they run in `make test-slow`,
-# which keeps `make test` near its 15 minutes.
+# `make test` runs the configs that take 8-20 s each here (pytest -n 2 on 2 CPU cores,
+# --durations): Jumanji's tasks, XLand-MiniGrid and Navix. The others take 22-118 s each,
+# mostly compiling the suite's step into the learner and again into the evaluator (Brax 29-63 s,
+# Craftax symbolic 36 s and pixels 71 s, POPGym Arcade 22-118 s), 870 s of CPU for all 24
+# together: they run in `make test-slow`, which keeps `make test` near its 15 minutes.
 FAST = {
+    "jumanji/connector",
     "jumanji/game_2048",
     "jumanji/maze",
+    "jumanji/robot_warehouse",
     "jumanji/snake",
     "jumanji/sokoban",
     "navix/doorkey_5x5",
