@@ -10,6 +10,14 @@ the quantiles' means.
 
 import stoix.utils.interrupt  # noqa: F401 (first: Ctrl-C is one line from here on)
 
+if __name__ == "__main__":
+    # Before the imports below start JAX's backend (Jumanji's types build arrays on import):
+    # XLA's CPU compiler (jaxlib 0.10) hands this loss's reductions over the (batch, N, N)
+    # pairwise errors to YNNPACK, which made training ~3.4x slower (numbers in that module).
+    from stoix.utils import xla_flags
+
+    xla_flags.add(xla_flags.YNN_REDUCE_OFF)
+
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -45,9 +53,9 @@ def quantile_q_loss(
     dist_t = apply_fn(target_params, jax.tree.map(lambda x: x[jnp.arange(x.shape[0]), index], batch.next_obs))
     num_quantiles = dist_tm1.atoms.shape[-1]
     tau = (jnp.arange(num_quantiles, dtype=jnp.float32) + 0.5) / num_quantiles
-    # NOTE: vmapped rlax, not the batched stoix.utils.distributional.quantile_q_learning: that
-    # one's gradient step was faster alone (250 vs 307 us) but the whole training loop ran 2.4x
-    # slower with it (4,179 vs 10,105 steps/s, 1.9e5 steps, seed 0, 2026-11-27).
+    # NOTE: vmapped rlax, not the batched stoix.utils.distributional.quantile_q_learning: with
+    # YNNPACK's reductions off (top of this file) the two train equally fast (1e5 steps, seed 42,
+    # two runs each: 28,068 / 29,864 against 32,259 / 25,142 steps/s), so the library's stays.
     # rlax wants quantiles first: (quantiles, actions).
     quantiles_tm1 = jnp.swapaxes(dist_tm1.atoms, -1, -2)
     quantiles_t = jnp.swapaxes(dist_t.atoms, -1, -2)
