@@ -43,11 +43,14 @@ def test_not_added_on_a_jaxlib_it_was_not_checked_on(monkeypatch, jaxlib_version
     assert "XLA_FLAGS" not in os.environ
 
 
-def test_ff_qr_dqn_adds_its_flag_before_jax_starts_and_this_jaxlib_accepts_it():
+@pytest.mark.parametrize(
+    "script, flag", [("ff_qr_dqn", xla_flags.YNN_REDUCE_OFF), ("ff_c51", xla_flags.YNN_OFF)]
+)
+def test_a_script_adds_its_flag_before_jax_starts_and_this_jaxlib_accepts_it(script, flag):
     # Run the script as __main__ (Hydra's --cfg job prints the config and compiles nothing more
     # than imports do), recording whether JAX's backend had started when the flag was added,
     # then compile something under the flag (an unknown flag would abort the process).
-    code = """
+    code = f"""
 import os, runpy, sys
 import jax
 from jax._src import xla_bridge
@@ -55,15 +58,17 @@ from stoix.utils import xla_flags
 seen = []
 add = xla_flags.add
 xla_flags.add = lambda flag: seen.append((flag, xla_bridge.backends_are_initialized())) or add(flag)
-sys.argv = ["ff_qr_dqn.py", "--cfg", "job"]
-runpy.run_path("stoix/systems/q_learning/ff_qr_dqn.py", run_name="__main__")
+sys.argv = ["{script}.py", "--cfg", "job"]
+runpy.run_path("stoix/systems/q_learning/{script}.py", run_name="__main__")
 print("SEEN", seen, "FLAGS", os.environ.get("XLA_FLAGS"), "SUM", float(jax.jit(lambda x: x.sum())(jax.numpy.ones((4, 4)))))
 """
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     line = proc.stdout.strip().splitlines()[-1]
-    if metadata.version("jaxlib").startswith(xla_flags.CHECKED_ON[FLAG]):
-        assert line == f"SEEN [('{FLAG}', False)] FLAGS {FLAG} SUM 16.0"
+    if metadata.version("jaxlib").startswith(xla_flags.CHECKED_ON[flag]):
+        assert line == f"SEEN [('{flag}', False)] FLAGS {flag} SUM 16.0"
     else:
-        assert line.startswith(f"SEEN [('{FLAG}', False)] FLAGS None SUM 16.0")
+        assert line.startswith(f"SEEN [('{flag}', False)] FLAGS None SUM 16.0")

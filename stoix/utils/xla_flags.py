@@ -11,14 +11,19 @@ than XLA's own loops: ff_qr_dqn on CartPole, 2-core CPU, 6e4 steps, seed 42, 10,
 35,728 steps/s with it off (32 quantiles; 598 -> 16,413 at 64), where ff_dqn went 63,565 ->
 67,876 and ff_c51 22,305 -> 23,472 (docs/benchmarks.md, row (g)). Not set for every system:
 ff_ppo's config B ran 34,137 -> 28,234 steps/s with it in the same comparison.
+
+`YNN_OFF` (every YNNPACK fusion off): ff_c51, same settings, 1e5 steps, seed 42, four pairs of
+runs: 20,496 -> 23,339, 18,910 -> 25,995, 21,859 -> 25,201 and (6e4 steps) 22,305 -> 24,468
+steps/s; ff_dqn went 63,565 -> 57,354 and ff_rainbow 8,149 -> 7,490 with it, so they do not set it.
 """
 
 import os
 from importlib import metadata
 
 YNN_REDUCE_OFF = "--xla_cpu_experimental_ynn_fusion_type=-reduce"
+YNN_OFF = "--xla_cpu_experimental_ynn_fusion_type="  # every YNNPACK fusion type off
 # jaxlib versions (prefixes) on which each flag was checked to exist and to help.
-CHECKED_ON = {YNN_REDUCE_OFF: ("0.10.",)}
+CHECKED_ON = {YNN_REDUCE_OFF: ("0.10.",), YNN_OFF: ("0.10.",)}
 
 
 def add(flag: str) -> bool:
