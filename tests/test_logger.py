@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from stoix.utils.config import REPO_ROOT, StoixConfigError, compose_config
-from stoix.utils.logger import LogEvent, StoixLogger, validate_logger_config
+from stoix.utils.logger import LogEvent, StoixLogger, algorithm_name, validate_logger_config
 
 CONFIG = "default/anakin/default_ff_ppo"
 # Every backend off except those a test switches on.
@@ -73,6 +73,24 @@ def isolated(tmp_path, monkeypatch):
     ):
         monkeypatch.delenv(var, raising=False)
     return tmp_path
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [("default/anakin/default_ff_ppo", "ff_ppo"), ("default/sebulba/default_ff_ppo", "sebulba_ff_ppo")],
+)
+def test_sebulba_runs_are_logged_as_their_own_algorithm(isolated, config, expected):
+    # Same system, another architecture: plots must not average the two into one algorithm.
+    cfg = compose_config(
+        config, [*ALL_OFF, f"logger.base_exp_path={isolated / 'results'}", "logger.use_json=true"]
+    )
+    logger = StoixLogger(cfg)
+    logger.log(EVAL_0, 100, LogEvent.EVAL)
+    logger.stop()
+    assert algorithm_name(cfg) == expected
+    assert logger.run_name.startswith(f"{expected}_{cfg.env.env_name}_")
+    data = json.loads(logger.json_path.read_text())
+    assert list(data[cfg.env.env_name][cfg.env.scenario.task_name]) == [expected]
 
 
 def test_json_backend_writes_marl_eval_layout(isolated):

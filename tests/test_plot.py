@@ -422,7 +422,9 @@ def test_a_resumed_sebulba_run_continues_its_own_file_with_episode_lengths(tmp_p
     run_name = partial.name[: -len(".json.partial")]
     checkpoints = tmp_path / "checkpoints" / run_name
     assert sorted(p.name for p in checkpoints.iterdir() if p.name.isdigit()) == ["1", "2"]
-    before = _load(partial)["gymnasium"]["cartpole"]["ff_ppo"]["seed_6"]
+    # Sebulba runs are their own algorithm in logs and plots, apart from Anakin's ff_ppo.
+    assert run_name.startswith("sebulba_ff_ppo_gymnasium_cartpole_seed6_")
+    before = _load(partial)["gymnasium"]["cartpole"]["sebulba_ff_ppo"]["seed_6"]
 
     resumed = [
         *overrides,
@@ -434,7 +436,7 @@ def test_a_resumed_sebulba_run_continues_its_own_file_with_episode_lengths(tmp_p
     assert finished.name == f"{run_name}.json"
     data = _load(finished)
     assert marl_eval_walk(data) == 1
-    run = data["gymnasium"]["cartpole"]["ff_ppo"]["seed_6"]
+    run = data["gymnasium"]["cartpole"]["sebulba_ff_ppo"]["seed_6"]
     assert list(run) == ["step_0", "step_1", "step_2", "step_3", "absolute_metrics"]
     assert [run[f"step_{i}"]["step_count"] for i in range(4)] == [256, 512, 768, 1024]
     assert all(run[k] == before[k] for k in before)

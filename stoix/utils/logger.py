@@ -321,6 +321,16 @@ def validate_logger_config(cfg: DictConfig) -> None:
 _RUNS_STARTED = itertools.count()
 
 
+def algorithm_name(cfg: DictConfig) -> str:
+    """What logs and plots call the run's algorithm: the system's name on Anakin, prefixed with
+    its architecture elsewhere (`sebulba_ff_ppo`), so that `python -m stoix.plot` keeps Sebulba
+    runs apart from the Anakin runs of the same system (as `make results` rows and Hydra's
+    output folders already do)."""
+    architecture = cfg.arch.get("architecture_name", "anakin")
+    system = cfg.system.system_name
+    return system if architecture == "anakin" else f"{architecture}_{system}"
+
+
 def new_run_name(cfg: DictConfig) -> str:
     """`<system>_<env>_<task>_seed<N>_<date-time>_<pid>`, unique on this machine: the process id
     keeps two runs started in the same second apart, a counter two runs of one process."""
@@ -329,7 +339,7 @@ def new_run_name(cfg: DictConfig) -> str:
     if count:
         stamp += f"_{count}"
     return (
-        f"{cfg.system.system_name}_{cfg.env.env_name}_{cfg.env.scenario.task_name}"
+        f"{algorithm_name(cfg)}_{cfg.env.env_name}_{cfg.env.scenario.task_name}"
         f"_seed{int(cfg.arch.seed)}_{stamp}"
     )
 
@@ -345,7 +355,7 @@ class StoixLogger:
         validate_logger_config(cfg)
         env_name = cfg.env.env_name
         task_name = cfg.env.scenario.task_name
-        system_name = cfg.system.system_name
+        system_name = algorithm_name(cfg)
         seed = int(cfg.arch.seed)
         run_name = run_name or new_run_name(cfg)
         base = Path(cfg.logger.base_exp_path)
