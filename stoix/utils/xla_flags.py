@@ -8,7 +8,7 @@ change how other code in the process compiles).
 `YNN_REDUCE_OFF`: jaxlib 0.10's CPU compiler hands some reductions to YNNPACK, which ran
 QR-DQN's quantile Huber loss (reductions over the (batch, N, N) pairwise errors) far slower
 than XLA's own loops: ff_qr_dqn on CartPole, 2-core CPU, 6e4 steps, seed 42, 10,517 ->
-35,728 steps/s with it off (32 quantiles; 598 -> 16,413 at 64), where ff_dqn went 63,565 ->
+35,728 steps/s with it off (32 quantiles; the batched loss at 64: 598 -> 16,413), ff_dqn 63,565 ->
 67,876 and ff_c51 22,305 -> 23,472 (docs/benchmarks.md, row (g)). Not set for every system:
 ff_ppo's config B ran 34,137 -> 28,234 steps/s with it in the same comparison.
 
