@@ -19,7 +19,7 @@ train: install
 	$(VENV_PY) stoix/systems/ppo/anakin/ff_ppo.py
 
 test: install
-	$(VENV_PY) -m pytest -n 2 -q
+	$(VENV_PY) -m pytest -n 2 -q --durations=20
 
 test-slow: install
 	$(VENV_PY) -m pytest -n 2 -q -m slow
