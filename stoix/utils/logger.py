@@ -332,8 +332,9 @@ def algorithm_name(cfg: DictConfig) -> str:
 
 
 def new_run_name(cfg: DictConfig) -> str:
-    """`<system>_<env>_<task>_seed<N>_<date-time>_<pid>`, unique on this machine: the process id
-    keeps two runs started in the same second apart, a counter two runs of one process."""
+    """`<algorithm>_<env>_<task>_seed<N>_<date-time>_<pid>`, unique on this machine: the
+    process id keeps two runs started in the same second apart, a counter two runs of one
+    process."""
     stamp = f"{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}"
     count = next(_RUNS_STARTED)
     if count:
@@ -355,7 +356,7 @@ class StoixLogger:
         validate_logger_config(cfg)
         env_name = cfg.env.env_name
         task_name = cfg.env.scenario.task_name
-        system_name = algorithm_name(cfg)
+        algorithm = algorithm_name(cfg)
         seed = int(cfg.arch.seed)
         run_name = run_name or new_run_name(cfg)
         base = Path(cfg.logger.base_exp_path)
@@ -369,7 +370,7 @@ class StoixLogger:
             path = Path(json_path) if json_path else base / "json" / f"{run_name}.json"
             if start_round == 0 and (path.exists() or partial_path(path).exists()):
                 print(f"WARNING: {path} exists and this new run will replace it.", flush=True)
-            self._backends.append(JsonBackend(path, env_name, task_name, system_name, seed, start_round))
+            self._backends.append(JsonBackend(path, env_name, task_name, algorithm, seed, start_round))
             self.json_path = path
         if cfg.logger.use_tb:
             self._backends.append(TensorboardBackend(base / "tensorboard" / run_name))
