@@ -3,12 +3,13 @@ for a tiny budget: the real entry point (learner and one evaluation), a finite
 result and parameters that moved. The adapters' semantics are tested in test_env_suites.py,
 test_env_zoo.py and test_env_zoo_b.py; this file checks each config against the system."""
 
+import re
 from pathlib import Path
 
 import pytest
 from conftest import tiny_for, train_tiny
 
-from stoix.utils.config import CONFIG_DIR
+from stoix.utils.config import CONFIG_DIR, REPO_ROOT
 
 SUITES = ("jumanji", "brax", "xminigrid", "navix", "craftax", "popgym_arcade")
 CONFIGS = sorted(
@@ -22,43 +23,29 @@ EXTRA = {
 }
 
 
-def test_every_suite_config_is_listed():
+def test_every_suite_config_is_listed_and_the_readme_gives_its_command():
     assert len(CONFIGS) >= 24, CONFIGS
-    assert FAST < set(CONFIGS), FAST - set(CONFIGS)
+    readme = (REPO_ROOT / "README.md").read_text()
+    missing = [c for c in CONFIGS if not re.search(rf"`python stoix/systems/\S+\.py env={c}[ `]", readme)]
+    assert not missing, f"README gives no command for {missing}"
 
 
-# `make test` runs the configs that take 8-20 s each here (pytest -n 2 on 2 CPU cores,
-# --durations): Jumanji's tasks, XLand-MiniGrid and Navix. The others take 22-118 s each,
-# mostly compiling the suite's step into the learner and again into the evaluator (Brax 29-63 s,
-# Craftax symbolic 36 s and pixels 71 s, POPGym Arcade 22-118 s), 870 s of CPU for all 24
-# together: they run in `make test-slow`, which keeps `make test` near its 15 minutes.
-FAST = {
-    "jumanji/connector",
-    "jumanji/game_2048",
-    "jumanji/maze",
-    "jumanji/robot_warehouse",
-    "jumanji/snake",
-    "jumanji/sokoban",
-    "navix/doorkey_5x5",
-    "navix/empty_5x5",
-    "xminigrid/empty_6x6",
-    "xminigrid/xland_r1_9x9",
-}
-
-
-@pytest.mark.parametrize(
-    "env", [c if c in FAST else pytest.param(c, marks=pytest.mark.slow) for c in CONFIGS]
-)
+# All 24 run in `make test`: 5-25 s each on 2 cores (pytest -n 2, --durations; Brax's humanoid
+# and Craftax's pixels the slowest), 255 s of CPU together, nearly all of it compiling the
+# suite's step into the learner and again into the evaluator.
+@pytest.mark.parametrize("env", CONFIGS)
 def test_every_suite_config_trains_for_a_tiny_budget(env, tmp_path):
     system = "ff_ppo_continuous" if env.startswith("brax/") else "ff_ppo"
     overrides = [
         *tiny_for(system),
         f"env={env}",
-        # One evaluation of 2 episodes cut at 16 steps: the evaluator compiles and runs, and
-        # the time goes to compiling the environment into the learner.
+        # One update of 4 envs x 4 steps and one evaluation of 2 episodes cut at 4 steps: the
+        # learner and the evaluator compile and run, and almost all the time goes to compiling.
+        "system.rollout_length=4",
+        "arch.total_timesteps=16",
         "arch.num_evaluation=1",
         "arch.num_eval_episodes=2",
-        "arch.eval_step_cap=16",
+        "arch.eval_step_cap=4",
         "arch.absolute_metric=false",
         f"logger.base_exp_path={tmp_path}",
         *EXTRA.get(env, []),
