@@ -60,7 +60,7 @@ def test_gymnax_run_imports_neither_jumanji_tasks_nor_brax():
         "state, _ = env.reset(jax.random.split(jax.random.PRNGKey(0), 2))\n"
         "env.step(state, jnp.zeros((2,), jnp.int32))\n"
         "heavy = ('brax', 'mujoco', 'jumanji.environments', 'navix', 'popgym_arcade', 'dm_pix',\n"
-        "         'xminigrid', 'craftax')\n"
+        "         'xminigrid', 'craftax', 'mujoco_playground')\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in heavy or m.startswith(heavy))\n"
         "assert not loaded, loaded\n"
     )
@@ -162,6 +162,37 @@ def test_brax_fall_terminates_and_time_limit_truncates():
     metrics = traj.extras["episode_metrics"]
     np.testing.assert_array_equal(np.nonzero(np.asarray(metrics.is_terminal_step))[0], last)
     np.testing.assert_array_equal(np.asarray(metrics.episode_length)[last], [7, 30])
+
+
+def test_playground_nan_terminates_and_time_limit_truncates():
+    """CartpoleBalance (MJX physics, pure JAX) never ends on its own: it runs to the 5-step
+    limit (discount 1). A NaN action makes the physics NaN, which Playground reports as `done`:
+    discount 0 on that step, and auto-reset starts a finite episode again."""
+    cfg = env_cfg("playground/cartpole_balance", max_episode_steps=5)
+    assert cfg.kwargs.impl == "jax"
+    env = AutoReset(RecordEpisodeMetrics(make_env(cfg)[1]))
+    spec = env.action_spec
+    assert spec.shape == (1,)
+    np.testing.assert_array_equal(np.asarray(spec.minimum), [-1.0])
+    traj = rollout(env, jax.random.PRNGKey(0), jnp.asarray([0.5] * 5 + [0.0, np.nan, 0.0])[:, None])
+    last = np.nonzero(np.asarray(traj.last()))[0]
+    np.testing.assert_array_equal(last, [4, 6])
+    np.testing.assert_array_equal(np.asarray(traj.discount)[last], [1.0, 0.0])
+    assert np.all(np.asarray(traj.discount)[np.asarray(~traj.last())] == 1.0)
+    # The truncated episode's final observation is kept; the terminal one is the NaN state.
+    np.testing.assert_array_equal(np.asarray(traj.extras["next_obs"].step_count)[last], [5, 2])
+    assert np.all(np.isfinite(np.asarray(traj.extras["next_obs"].agent_view[4])))
+    assert not np.all(np.isfinite(np.asarray(traj.extras["next_obs"].agent_view[6])))
+    assert np.all(np.isfinite(np.asarray(traj.observation.agent_view[7]))), "auto-reset restarted"
+    metrics = traj.extras["episode_metrics"]
+    np.testing.assert_array_equal(np.asarray(metrics.episode_length)[last], [5, 2])
+    # Rewards are Playground's own (DM Control's balance reward lies in [0, 1]).
+    assert np.all((np.asarray(traj.reward)[:5] >= 0.0) & (np.asarray(traj.reward)[:5] <= 1.0))
+
+
+def test_playground_unknown_task_is_one_line():
+    with pytest.raises(StoixConfigError, match="env.scenario.name='CartpoleBalanse'"):
+        make_env(env_cfg("playground/cartpole_balance", **{"scenario.name": "CartpoleBalanse"}))
 
 
 @pytest.mark.slow

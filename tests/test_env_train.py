@@ -1,6 +1,6 @@
-"""Every environment config of the JAX suites trains with ff_ppo (ff_ppo_continuous on Brax)
-for a tiny budget: the real entry point (learner and one evaluation), a finite
-result and parameters that moved. The adapters' semantics are tested in test_env_suites.py,
+"""Every environment config of the JAX suites trains with ff_ppo (ff_ppo_continuous on Brax and
+MuJoCo Playground) for a tiny budget: the real entry point (learner and one evaluation), a
+finite result and parameters that moved. The adapters' semantics are tested in test_env_suites.py,
 test_env_zoo.py and test_env_zoo_b.py; this file checks each config against the system."""
 
 import re
@@ -11,7 +11,7 @@ from conftest import tiny_for, train_tiny
 
 from stoix.utils.config import CONFIG_DIR, REPO_ROOT
 
-SUITES = ("jumanji", "brax", "xminigrid", "navix", "craftax", "popgym_arcade")
+SUITES = ("jumanji", "brax", "playground", "xminigrid", "navix", "craftax", "popgym_arcade")
 CONFIGS = sorted(
     f"{suite}/{p.stem}" for suite in SUITES for p in (Path(CONFIG_DIR) / "env" / suite).glob("*.yaml")
 )
@@ -24,18 +24,18 @@ EXTRA = {
 
 
 def test_every_suite_config_is_listed_and_the_readme_gives_its_command():
-    assert len(CONFIGS) >= 24, CONFIGS
+    assert len(CONFIGS) >= 26, CONFIGS
     readme = (REPO_ROOT / "README.md").read_text()
     missing = [c for c in CONFIGS if not re.search(rf"`python stoix/systems/\S+\.py env={c}[ `]", readme)]
     assert not missing, f"README gives no command for {missing}"
 
 
-# All 24 run in `make test`: 5-25 s each on 2 cores (pytest -n 2, --durations; Brax's humanoid
+# All of them run in `make test`: 5-25 s each on 2 cores (pytest -n 2, --durations; Brax's humanoid
 # and Craftax's pixels the slowest), 255 s of CPU together, nearly all of it compiling the
 # suite's step into the learner and again into the evaluator.
 @pytest.mark.parametrize("env", CONFIGS)
 def test_every_suite_config_trains_for_a_tiny_budget(env, tmp_path):
-    system = "ff_ppo_continuous" if env.startswith("brax/") else "ff_ppo"
+    system = "ff_ppo_continuous" if env.startswith(("brax/", "playground/")) else "ff_ppo"
     overrides = [
         *tiny_for(system),
         f"env={env}",

@@ -50,7 +50,8 @@ class BraxState(NamedTuple):
 
 
 class BraxToStoix(_jumanji_env.Environment):
-    """One Brax environment with Stoix observations and a time limit that truncates."""
+    """One environment with Brax's API (a Brax task, or a MuJoCo Playground task, see
+    playground.py) with Stoix observations and a time limit that truncates."""
 
     def __init__(self, env: Any, max_episode_steps: int):
         self._env = env

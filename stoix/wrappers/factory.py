@@ -1,10 +1,11 @@
 """Build the environments named by `cfg.env`: JAX ones for Anakin (`make_env`), host ones for
 Sebulba (`make_host_envs`).
 
-The adapters (gymnax.py, jumanji.py, brax.py, xminigrid.py, navix.py, craftax.py,
-popgym_arcade.py, host.py with envpool.py and gymnasium.py) import nothing back from here;
-suites are imported only when asked for, so a gymnax run never pays for envpool, Jumanji's
-tasks, Brax, XLand-MiniGrid, Navix, Craftax or POPGym Arcade (tests/test_env_suites.py checks it).
+The adapters (gymnax.py, jumanji.py, brax.py with playground.py, xminigrid.py, navix.py,
+craftax.py, popgym_arcade.py, host.py with envpool.py and gymnasium.py) import nothing back from
+here; suites are imported only when asked for, so a gymnax run never pays for envpool, Jumanji's
+tasks, Brax, MuJoCo Playground, XLand-MiniGrid, Navix, Craftax or POPGym Arcade
+(tests/test_env_suites.py checks it).
 """
 
 from typing import Any
@@ -22,7 +23,7 @@ from stoix.wrappers.core import (
 )
 from stoix.wrappers.host import HostVecEnv
 
-SUITES = ("gymnax", "jumanji", "brax", "xminigrid", "navix", "craftax", "popgym_arcade")
+SUITES = ("gymnax", "jumanji", "brax", "playground", "xminigrid", "navix", "craftax", "popgym_arcade")
 
 
 def make_single_env(env_cfg: DictConfig) -> Any:
@@ -52,6 +53,12 @@ def make_single_env(env_cfg: DictConfig) -> Any:
 
         env = BraxToStoix(make_brax_env(env_cfg.scenario.name, **kwargs), int(env_cfg.max_episode_steps))
         return ClipAction(env)
+    if suite == "playground":
+        from stoix.wrappers.brax import BraxToStoix
+        from stoix.wrappers.playground import make_playground_env
+
+        env = make_playground_env(env_cfg.scenario.name, **kwargs)
+        return ClipAction(BraxToStoix(env, int(env_cfg.max_episode_steps)))
     if suite == "xminigrid":
         from stoix.wrappers.xminigrid import XMiniGridToStoix, make_xminigrid_env
 
