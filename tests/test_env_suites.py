@@ -60,7 +60,7 @@ def test_gymnax_run_imports_neither_jumanji_tasks_nor_brax():
         "state, _ = env.reset(jax.random.split(jax.random.PRNGKey(0), 2))\n"
         "env.step(state, jnp.zeros((2,), jnp.int32))\n"
         "heavy = ('brax', 'mujoco', 'jumanji.environments', 'navix', 'popgym_arcade', 'dm_pix',\n"
-        "         'xminigrid', 'craftax', 'mujoco_playground')\n"
+        "         'xminigrid', 'craftax', 'mujoco_playground', 'kinetix', 'jax2d')\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in heavy or m.startswith(heavy))\n"
         "assert not loaded, loaded\n"
     )

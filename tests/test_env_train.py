@@ -11,7 +11,7 @@ from conftest import tiny_for, train_tiny
 
 from stoix.utils.config import CONFIG_DIR, REPO_ROOT
 
-SUITES = ("jumanji", "brax", "playground", "xminigrid", "navix", "craftax", "popgym_arcade")
+SUITES = ("jumanji", "brax", "playground", "xminigrid", "navix", "craftax", "kinetix", "popgym_arcade")
 CONFIGS = sorted(
     f"{suite}/{p.stem}" for suite in SUITES for p in (Path(CONFIG_DIR) / "env" / suite).glob("*.yaml")
 )
@@ -24,7 +24,7 @@ EXTRA = {
 
 
 def test_every_suite_config_is_listed_and_the_readme_gives_its_command():
-    assert len(CONFIGS) >= 26, CONFIGS
+    assert len(CONFIGS) >= 28, CONFIGS
     readme = (REPO_ROOT / "README.md").read_text()
     missing = [c for c in CONFIGS if not re.search(rf"`python stoix/systems/\S+\.py env={c}[ `]", readme)]
     assert not missing, f"README gives no command for {missing}"
@@ -35,7 +35,8 @@ def test_every_suite_config_is_listed_and_the_readme_gives_its_command():
 # suite's step into the learner and again into the evaluator.
 @pytest.mark.parametrize("env", CONFIGS)
 def test_every_suite_config_trains_for_a_tiny_budget(env, tmp_path):
-    system = "ff_ppo_continuous" if env.startswith(("brax/", "playground/")) else "ff_ppo"
+    continuous = env.startswith(("brax/", "playground/")) or env == "kinetix/h2_one_wheel_car"
+    system = "ff_ppo_continuous" if continuous else "ff_ppo"
     overrides = [
         *tiny_for(system),
         f"env={env}",

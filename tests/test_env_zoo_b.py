@@ -208,3 +208,54 @@ def test_single_discrete_systems_refuse_multi_discrete_actions_in_one_line():
     ):
         require_action_space(spec, "ff_dqn", continuous=False)
     require_action_space(specs.DiscreteArray(5), "ff_dqn", continuous=False)  # one action: fine
+
+
+# KINETIX
+
+
+def test_kinetix_is_installed_past_its_own_pins():
+    # kinetix-env 3.0.2 asks for jax <= 0.9.0 and jax2d == 1.0.1, whose `jnp.clip(a_min=...)` the
+    # locked jax removed; pyproject.toml overrides both (see [tool.uv]).
+    from packaging.version import Version
+
+    assert Version(importlib.metadata.version("jax2d")) >= Version("1.0.2")
+    assert Version(jax.__version__) > Version("0.9.0"), jax.__version__
+
+
+def test_kinetix_red_contact_terminates_and_time_limit_truncates():
+    """h0_weak_thrust under random discrete commands: the ball meets a red shape (-1, discount
+    0) within ~20 steps. h2_one_wheel_car under random continuous commands never finishes: the
+    8-step limit truncates (discount 1). Auto-reset keeps each final step count; the metrics
+    sum the episode's rewards."""
+    discrete = AutoReset(RecordEpisodeMetrics(make_env(env_cfg("kinetix/h0_weak_thrust"))[1]))
+    assert discrete.action_spec.num_values == 11
+    actions = jax.random.randint(jax.random.PRNGKey(1), (30,), 0, 11)
+    traj = rollout(discrete, jax.random.PRNGKey(0), actions)
+    last = int(np.nonzero(np.asarray(traj.last()))[0][0])
+    assert 5 < last < 29, last
+    assert float(traj.discount[last]) == 0.0 and float(traj.reward[last]) < -0.9
+    assert np.all(np.asarray(traj.discount)[:last] == 1.0)
+    metrics = traj.extras["episode_metrics"]
+    assert int(metrics.episode_length[last]) == last + 1
+    np.testing.assert_allclose(
+        float(metrics.episode_return[last]), float(np.sum(np.asarray(traj.reward)[: last + 1])), rtol=1e-5
+    )
+    assert int(traj.extras["next_obs"].step_count[last]) == last + 1
+    assert int(traj.observation.step_count[last]) == 0, "auto-reset restarted the level"
+
+    cfg = env_cfg("kinetix/h2_one_wheel_car", max_episode_steps=8)
+    continuous = AutoReset(RecordEpisodeMetrics(make_env(cfg)[1]))
+    spec = continuous.action_spec
+    np.testing.assert_array_equal(np.asarray(spec.minimum), -np.ones(spec.shape))
+    actions = jax.random.uniform(jax.random.PRNGKey(1), (17, *spec.shape), minval=-1.0, maxval=1.0)
+    traj = rollout(continuous, jax.random.PRNGKey(0), actions)
+    np.testing.assert_array_equal(np.nonzero(np.asarray(traj.last()))[0], [7, 15])
+    np.testing.assert_array_equal(np.asarray(traj.discount), np.ones(17))
+    np.testing.assert_array_equal(np.asarray(traj.extras["episode_metrics"].episode_length)[[7, 15]], [8, 8])
+
+
+def test_kinetix_bad_level_and_action_type_are_one_line():
+    with pytest.raises(StoixConfigError, match=r"env.scenario.name='s/h0_weak_thrusts'.*levels"):
+        make_env(env_cfg("kinetix/h0_weak_thrust", **{"scenario.name": "s/h0_weak_thrusts"}))
+    with pytest.raises(StoixConfigError, match=r"env.kwargs.action_type='multi_discrete'"):
+        make_env(env_cfg("kinetix/h0_weak_thrust", **{"kwargs.action_type": "multi_discrete"}))

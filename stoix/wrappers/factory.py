@@ -2,10 +2,10 @@
 Sebulba (`make_host_envs`).
 
 The adapters (gymnax.py, jumanji.py, brax.py with playground.py, xminigrid.py, navix.py,
-craftax.py, popgym_arcade.py, host.py with envpool.py and gymnasium.py) import nothing back from
-here; suites are imported only when asked for, so a gymnax run never pays for envpool, Jumanji's
-tasks, Brax, MuJoCo Playground, XLand-MiniGrid, Navix, Craftax or POPGym Arcade
-(tests/test_env_suites.py checks it).
+craftax.py, kinetix.py, popgym_arcade.py, host.py with envpool.py and gymnasium.py) import
+nothing back from here; suites are imported only when asked for, so a gymnax run never pays
+for envpool, Jumanji's tasks, Brax, MuJoCo Playground, XLand-MiniGrid, Navix, Craftax, Kinetix
+or POPGym Arcade (tests/test_env_suites.py checks it).
 """
 
 from typing import Any
@@ -23,7 +23,17 @@ from stoix.wrappers.core import (
 )
 from stoix.wrappers.host import HostVecEnv
 
-SUITES = ("gymnax", "jumanji", "brax", "playground", "xminigrid", "navix", "craftax", "popgym_arcade")
+SUITES = (
+    "gymnax",
+    "jumanji",
+    "brax",
+    "playground",
+    "xminigrid",
+    "navix",
+    "craftax",
+    "kinetix",
+    "popgym_arcade",
+)
 
 
 def make_single_env(env_cfg: DictConfig) -> Any:
@@ -78,6 +88,13 @@ def make_single_env(env_cfg: DictConfig) -> Any:
         env, params, own_limit = make_craftax_env(env_cfg.scenario.name, **kwargs)
         limit = own_limit if env_cfg.max_episode_steps is None else int(env_cfg.max_episode_steps)
         return CraftaxToStoix(env, params, limit)
+    if suite == "kinetix":
+        from stoix.wrappers.kinetix import KinetixToStoix, make_kinetix_env
+
+        env, params, own_limit = make_kinetix_env(env_cfg.scenario.name, **kwargs)
+        limit = own_limit if env_cfg.max_episode_steps is None else int(env_cfg.max_episode_steps)
+        env = KinetixToStoix(env, params, limit)
+        return env if hasattr(env.action_spec, "num_values") else ClipAction(env)
     if suite == "popgym_arcade":
         from stoix.wrappers.popgym_arcade import PopGymArcadeToStoix, make_popgym_arcade_env
 
