@@ -4,7 +4,8 @@
 For one task of each JAX suite, in one process, with the same random valid actions:
   (a) the suite's own reset/step, vmapped over N environments in a jitted `lax.scan`, with the
       auto-reset the suite itself offers (gymnax's, Navix's and Craftax's `step`, Jumanji's
-      `VmapAutoResetWrapper`, Brax's training `wrap`, XLand-MiniGrid's `GymAutoResetWrapper`);
+      `VmapAutoResetWrapper`, Brax's training `wrap`, Playground's `wrap_for_brax_training`,
+      Kinetix's `auto_reset=True`, XLand-MiniGrid's `GymAutoResetWrapper`);
   (b) the same number of steps through what a Stoix training run steps: `make_env(cfg.env)`,
       i.e. VmapWrapper(AutoReset(RecordEpisodeMetrics(adapter))).
 Both loops read every observation (a sum), so neither side's rendering is compiled away; (b)
@@ -36,6 +37,8 @@ TASKS: dict[str, Task] = {
     "xminigrid": Task("xminigrid/empty_6x6", 400),
     "navix": Task("navix/empty_5x5", 400),
     "craftax": Task("craftax/classic_symbolic", 30),
+    "playground": Task("playground/cartpole_balance", 400),
+    "kinetix": Task("kinetix/h0_weak_thrust", 100),
     "popgym_arcade": Task("popgym_arcade/cartpole_easy", 40),
 }
 
@@ -81,6 +84,35 @@ def native_env(suite: str, env_cfg: Any) -> Native:
 
         env = make_craftax_env_from_name(name, auto_reset=True)
         return _gymnax_like(env, env.default_params.replace(**kwargs))
+    if suite == "kinetix":
+        from kinetix.environment.env import make_kinetix_env
+        from kinetix.environment.spaces import ActionType, ObservationType
+        from kinetix.util.saving import load_from_json_file
+
+        scene, static_params, params = load_from_json_file(name)
+        env = make_kinetix_env(
+            ActionType.from_string(kwargs.get("action_type", "discrete")),
+            ObservationType.from_string(kwargs.get("observation_type", "symbolic_flat")),
+            lambda key: scene,
+            params,
+            static_params,
+            auto_reset=True,  # Kinetix's own, with its own step limit in `done`
+        )
+        return _gymnax_like(env, params)
+    if suite == "playground":
+        from mujoco_playground import wrapper
+
+        from stoix.wrappers.playground import make_playground_env
+
+        env = wrapper.wrap_for_brax_training(
+            make_playground_env(name, **kwargs), episode_length=int(env_cfg.max_episode_steps)
+        )
+
+        def playground_step(state, actions, keys):
+            state = env.step(state, actions)
+            return state, state.reward, state.obs
+
+        return Native(env.reset, playground_step, None)
     if suite == "jumanji":
         from jumanji.environments.routing.snake.env import Snake
         from jumanji.wrappers import VmapAutoResetWrapper
