@@ -18,11 +18,13 @@ install: .venv/.installed
 train: install
 	$(VENV_PY) stoix/systems/ppo/anakin/ff_ppo.py
 
+# --dist worksteal: an idle worker takes queued tests from the busy one, so the long environment
+# configs do not leave one core idle at the end (full suite 705 s -> 579 s on 2 cores).
 test: install
-	$(VENV_PY) -m pytest -n 2 -q --durations=20
+	$(VENV_PY) -m pytest -n 2 --dist worksteal -q --durations=20
 
 test-slow: install
-	$(VENV_PY) -m pytest -n 2 -q -m slow
+	$(VENV_PY) -m pytest -n 2 --dist worksteal -q -m slow
 
 test-learning: install
 	$(VENV_PY) -m pytest -m learning -p no:xdist -q -s
