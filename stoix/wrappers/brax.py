@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from stoix.base_types import Observation
 from stoix.utils.config import StoixConfigError
 from stoix.utils.light_import import import_module_lightly
+from stoix.wrappers.limits import limited_timestep, observation_spec
 
 _jumanji_env = import_module_lightly("jumanji.env", ["jumanji"])
 specs = import_module_lightly("jumanji.specs", ["jumanji"])
@@ -74,30 +75,14 @@ class BraxToStoix(_jumanji_env.Environment):
     def step(self, state: BraxState, action: chex.Array) -> tuple[BraxState, Any]:
         env_state = self._env.step(state.env_state, action)
         step_count = state.step_count + 1
+        observation = self._observation(env_state.obs, step_count)
         terminated = env_state.done > 0.5
-        truncated = (step_count >= self.max_episode_steps) & ~terminated
-        timestep = jumanji_types.TimeStep(
-            step_type=jnp.where(
-                terminated | truncated, jumanji_types.StepType.LAST, jumanji_types.StepType.MID
-            ),
-            reward=jnp.asarray(env_state.reward, jnp.float32),
-            # NOTE: discount 0 only on a true termination; a time-limit end bootstraps.
-            discount=jnp.where(terminated, 0.0, 1.0).astype(jnp.float32),
-            observation=self._observation(env_state.obs, step_count),
-            extras={},
-        )
+        timestep = limited_timestep(observation, env_state.reward, terminated, self.max_episode_steps)
         return BraxState(env_state, step_count), timestep
 
     @cached_property
     def observation_spec(self) -> Any:
-        size = self._env.action_size
-        return specs.Spec(
-            Observation,
-            "ObservationSpec",
-            agent_view=specs.Array((int(self._env.observation_size),), jnp.float32, "agent_view"),
-            action_mask=specs.Array((int(size),), jnp.float32, "action_mask"),
-            step_count=specs.Array((), jnp.int32, "step_count"),
-        )
+        return observation_spec((int(self._env.observation_size),), int(self._env.action_size))
 
     @cached_property
     def action_spec(self) -> Any:

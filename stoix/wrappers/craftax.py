@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from stoix.base_types import Observation
 from stoix.utils.config import StoixConfigError
 from stoix.utils.light_import import import_module_lightly
+from stoix.wrappers.limits import limited_timestep, observation_spec
 
 _jumanji_env = import_module_lightly("jumanji.env", ["jumanji"])
 specs = import_module_lightly("jumanji.specs", ["jumanji"])
@@ -96,33 +97,15 @@ class CraftaxToStoix(_jumanji_env.Environment):
     def step(self, state: CraftaxState, action: chex.Array) -> tuple[CraftaxState, Any]:
         key, step_key = jax.random.split(state.key)
         obs, env_state, reward, done, _ = self._env.step_env(step_key, state.env_state, action, self._params)
-        # With Craftax's own limit out of reach, its `done` is a death.
-        terminated = jnp.asarray(done, bool)
-        truncated = (env_state.timestep >= self.max_episode_steps) & ~terminated
-        timestep = jumanji_types.TimeStep(
-            step_type=jnp.where(
-                terminated | truncated, jumanji_types.StepType.LAST, jumanji_types.StepType.MID
-            ),
-            reward=jnp.asarray(reward, jnp.float32),
-            # NOTE: discount 0 only on a true termination; a time-limit end bootstraps.
-            discount=jnp.where(terminated, 0.0, 1.0).astype(jnp.float32),
-            observation=self._observation(obs, env_state),
-            # Craftax's info (achievement rates) is dropped so every suite's timestep has the
-            # same structure.
-            extras={},
-        )
+        # With Craftax's own limit out of reach, its `done` is a death. Its info (achievement
+        # rates) is dropped.
+        observation = self._observation(obs, env_state)
+        timestep = limited_timestep(observation, reward, done, self.max_episode_steps)
         return CraftaxState(env_state, key), timestep
 
     @cached_property
     def observation_spec(self) -> Any:
-        shape = tuple(self._env.observation_space(self._params).shape)
-        return specs.Spec(
-            Observation,
-            "ObservationSpec",
-            agent_view=specs.Array(shape, jnp.float32, "agent_view"),
-            action_mask=specs.Array((self._env.num_actions,), jnp.float32, "action_mask"),
-            step_count=specs.Array((), jnp.int32, "step_count"),
-        )
+        return observation_spec(self._env.observation_space(self._params).shape, self._env.num_actions)
 
     @cached_property
     def action_spec(self) -> Any:
