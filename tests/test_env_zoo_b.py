@@ -259,3 +259,5 @@ def test_kinetix_bad_level_and_action_type_are_one_line():
         make_env(env_cfg("kinetix/h0_weak_thrust", **{"scenario.name": "s/h0_weak_thrusts"}))
     with pytest.raises(StoixConfigError, match=r"env.kwargs.action_type='multi_discrete'"):
         make_env(env_cfg("kinetix/h0_weak_thrust", **{"kwargs.action_type": "multi_discrete"}))
+    with pytest.raises(StoixConfigError, match=r"env.kwargs.observation_type='pixels'"):
+        make_env(env_cfg("kinetix/h0_weak_thrust", **{"kwargs.observation_type": "pixels"}))

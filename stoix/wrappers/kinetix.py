@@ -12,8 +12,9 @@ itself (null: the level's own limit) as a truncation (discount 1).
 `env.scenario.name` is a level shipped with the package (`s/h0_weak_thrust`; `s`, `m` and `l`
 hold the small, medium and large ones); each reset starts the level's scene again.
 `env.kwargs.action_type` is `discrete` (one of the motor/thruster commands, or no-op) or
-`continuous` (one value in [-1, 1] per motor and thruster); `env.kwargs.observation_type` is
-`symbolic_flat` (a float vector for the MLP torsos) or `pixels` (an image for `network=cnn`).
+`continuous` (one value in [-1, 1] per motor and thruster). Observations are Kinetix's
+`symbolic_flat` vector for the MLP torsos; its `pixels` observation is a struct of an image and
+a vector of global information, which no Stoix torso takes yet, so it is refused in one line.
 """
 
 from functools import cached_property
@@ -36,7 +37,7 @@ jumanji_types = import_module_lightly("jumanji.types", ["jumanji"])
 # Passed as Kinetix's own `max_timesteps` so that only the adapter's limit ends on time.
 _NEVER = 2**30
 ACTION_TYPES = ("discrete", "continuous")
-OBSERVATION_TYPES = ("symbolic_flat", "pixels")
+OBSERVATION_TYPES = ("symbolic_flat",)
 
 
 def _shipped_levels() -> list[str]:
@@ -58,7 +59,8 @@ def make_kinetix_env(
     if observation_type not in OBSERVATION_TYPES:
         raise StoixConfigError(
             f"env.kwargs.observation_type={observation_type!r} is not supported; choose one of "
-            f"{OBSERVATION_TYPES}."
+            f"{OBSERVATION_TYPES} (Kinetix's pixels come with a global-information vector that "
+            "no Stoix torso takes yet)."
         )
     levels = _shipped_levels()
     if level not in levels:
