@@ -30,9 +30,10 @@ def test_every_suite_config_is_listed_and_the_readme_gives_its_command():
     assert not missing, f"README gives no command for {missing}"
 
 
-# All of them run in `make test`: 5-25 s each on 2 cores (pytest -n 2, --durations; Brax's humanoid
-# and Craftax's pixels the slowest), 255 s of CPU together, nearly all of it compiling the
-# suite's step into the learner and again into the evaluator.
+# All of them run in `make test`: 5-35 s each on 2 cores (pytest -n 2, --durations; Craftax's
+# pixels, whose first run in a fresh install also builds Craftax's texture cache, and Brax's
+# humanoid the slowest), nearly all of it compiling the suite's step into the learner and again
+# into the evaluator.
 @pytest.mark.parametrize("env", CONFIGS)
 def test_every_suite_config_trains_for_a_tiny_budget(env, tmp_path):
     continuous = env.startswith(("brax/", "playground/")) or env == "kinetix/h2_one_wheel_car"
