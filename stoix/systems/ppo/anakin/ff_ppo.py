@@ -175,6 +175,52 @@ def ppo_loss(
     return a_loss + vf_coef * c_loss, {**a_metrics, **c_metrics}
 
 
+def rollout_values(
+    critic: Callable[[Observation], chex.Array],
+    obs: Observation,
+    last_obs: Observation,
+    next_obs: Observation,
+    truncated: chex.Array,
+    max_truncations: int,
+    batch_axis: str | None = None,
+) -> tuple[chex.Array, chex.Array]:
+    """Values of the observations acted on and of the true next observations, each (T, E).
+
+    `obs` and `next_obs` are (T, E, ...) from a rollout, `last_obs` (E, ...) the observation
+    after it, `truncated` (T, E) marks steps whose episode ended without terminating. A step
+    that did not end an episode has the next one's observation as its next observation, so one
+    critic pass over the T + 1 observations gives both values; only the final observations of
+    truncated episodes need their own, and up to `max_truncations` of them are gathered into one
+    small batch (a rollout with more, e.g. under a short time limit, takes the critic over all of
+    `next_obs`: the values are the same either way). At a terminated step the next value is the
+    reset observation's: it is multiplied by a zero discount wherever it is used.
+
+    `batch_axis` names a `vmap` axis this runs under: the choice between the two ways is taken
+    over it, so that it stays a branch instead of becoming a select that computes both.
+    """
+    num_steps, num_envs = truncated.shape
+    both = jax.tree.map(lambda x, y: jnp.concatenate([x, y[None]]), obs, last_obs)
+    values = critic(both)
+    v_tm1, v_t = values[:-1], values[1:]
+    count = truncated.sum()
+    if batch_axis is not None:
+        count = jax.lax.pmax(count, batch_axis)
+
+    def gathered(v_t: chex.Array) -> chex.Array:
+        flat = truncated.reshape(-1)
+        # Unused slots point one past the end: their values are computed and dropped.
+        (index,) = jnp.nonzero(flat, size=max_truncations, fill_value=flat.size)
+        final_obs = jax.tree.map(
+            lambda x: x.reshape(flat.size, *x.shape[2:])[jnp.minimum(index, flat.size - 1)], next_obs
+        )
+        return v_t.reshape(-1).at[index].set(critic(final_obs), mode="drop").reshape(num_steps, num_envs)
+
+    def full(v_t: chex.Array) -> chex.Array:
+        return jnp.where(truncated, critic(next_obs), v_t)
+
+    return v_tm1, jax.lax.cond(count <= max_truncations, gathered, full, v_t)
+
+
 def get_learner_fn(
     env: Any,
     actor_apply: Callable,
@@ -250,7 +296,7 @@ def get_learner_fn(
     def _update_epoch(carry: _UpdateCarry, batch: PPOBatch) -> tuple[_UpdateCarry, dict]:
         key, shuffle_key = jax.random.split(carry.key)
         permutation = jax.random.permutation(shuffle_key, batch_size)
-        minibatches = jax.tree.map(lambda x: x[permutation].reshape(-1, minibatch_size, *x.shape[1:]), batch)
+        minibatches = jax.tree.map(lambda x: x[permutation.reshape(-1, minibatch_size)], batch)
         carry, metrics = jax.lax.scan(_update_minibatch, carry._replace(key=key), minibatches)
         return carry, metrics
 
@@ -258,10 +304,17 @@ def get_learner_fn(
         # COLLECT ROLLOUT: leaves shaped (rollout_length, num_envs, ...)
         state, traj = jax.lax.scan(_env_step, state, None, sizes.rollout_length)
 
-        # CALCULATE ADVANTAGE: values of all observations in two batched calls
-        critic_params = state.params.critic
-        v_tm1 = critic_apply(critic_params, _normalize_obs(state.obs_norm, traj.obs))
-        v_t = critic_apply(critic_params, _normalize_obs(state.obs_norm, traj.next_obs))
+        # CALCULATE ADVANTAGE: the values of the rollout's observations in one batched call,
+        # plus the final observations of truncated episodes
+        v_tm1, v_t = rollout_values(
+            lambda o: critic_apply(state.params.critic, _normalize_obs(state.obs_norm, o)),
+            traj.obs,
+            state.timestep.observation,
+            traj.next_obs,
+            traj.done & (traj.discount > 0),
+            max_truncations=sizes.num_envs,
+            batch_axis="batch" if sizes.update_batch_size > 1 else None,
+        )
         advantage, target = truncated_gae(
             traj.reward,
             float(cfg.gamma) * traj.discount,
@@ -373,7 +426,13 @@ def learner_setup(
     # NOTE: no buffer donation. Donating the learner state makes XLA's CPU backend insert
     # copies inside the compiled loops: config A of `make benchmark` trained ~20% slower with
     # it (same program, same process). PPO's state is small, so keeping two copies is cheap.
-    learn = jax.pmap(jax.vmap(learner_fn, axis_name="batch"), axis_name="device")
+    if sizes.update_batch_size == 1:
+        # NOTE: one slot per device runs unbatched. Under a vmap of size one XLA's CPU backend
+        # lays some gathered arrays out around the unit axis and copies them back each epoch.
+        slot_fn = lambda state: jax.tree.map(lambda x: x[None], learner_fn(jax.tree.map(lambda x: x[0], state)))
+    else:
+        slot_fn = jax.vmap(learner_fn, axis_name="batch")
+    learn = jax.pmap(slot_fn, axis_name="device")
 
     def act(eval_params: EvalParams, observation: Observation, key: chex.PRNGKey, greedy: bool) -> chex.Array:
         pi = actor.apply(eval_params.actor, _normalize_obs(eval_params.obs_norm, observation))
