@@ -47,7 +47,9 @@ def test_values_by_hand_with_a_truncated_and_a_terminated_step():
 
     reward = jnp.ones((3, 2))
     gamma, lam = 0.5, 0.5
-    advantage, target = truncated_gae(reward, gamma * jnp.asarray(DISCOUNT), v_tm1, v_t, jnp.asarray(DONE), lam)
+    advantage, target = truncated_gae(
+        reward, gamma * jnp.asarray(DISCOUNT), v_tm1, v_t, jnp.asarray(DONE), lam
+    )
     # By hand. Environment 0: delta = 1 + 0.5 * v_t - v_tm1 = (16, -14, 1); the trace is cut
     # after the truncation, so A_1 = -14, A_0 = 16 + 0.25 * -14, A_2 = 1 (bootstrapped from 60).
     # Environment 1: the termination ignores v_t: delta_0 = 1 - 20 = -19, A_0 = -19; then
@@ -90,14 +92,23 @@ def test_real_environment_next_values_equal_the_critic_on_every_next_observation
         state, timestep = carry
         action = jax.random.randint(key, (3,), 0, 2)
         state, next_timestep = env.step(state, action)
-        out = (timestep.observation, next_timestep.extras["next_obs"], next_timestep.last(), next_timestep.discount)
+        out = (
+            timestep.observation,
+            next_timestep.extras["next_obs"],
+            next_timestep.last(),
+            next_timestep.discount,
+        )
         return (state, next_timestep), out
 
-    (_, last), (obs, next_obs, done, discount) = jax.lax.scan(step, (state, timestep), jax.random.split(key, 150))
+    (_, last), (obs, next_obs, done, discount) = jax.lax.scan(
+        step, (state, timestep), jax.random.split(key, 150)
+    )
     truncated = done & (discount > 0)
     assert int(truncated.sum()) >= 3 and int((done & (discount == 0)).sum()) >= 3
     for slots in (2, int(truncated.sum())):  # the full pass; then all gathered
         v_tm1, v_t = rollout_values(mlp_critic, obs, last.observation, next_obs, truncated, slots)
         np.testing.assert_allclose(v_tm1, mlp_critic(obs), rtol=1e-6, atol=1e-6)
         keep = np.asarray(discount > 0)
-        np.testing.assert_allclose(np.asarray(v_t)[keep], np.asarray(mlp_critic(next_obs))[keep], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(
+            np.asarray(v_t)[keep], np.asarray(mlp_critic(next_obs))[keep], rtol=1e-6, atol=1e-6
+        )

@@ -429,7 +429,10 @@ def learner_setup(
     if sizes.update_batch_size == 1:
         # NOTE: one slot per device runs unbatched. Under a vmap of size one XLA's CPU backend
         # lays some gathered arrays out around the unit axis and copies them back each epoch.
-        slot_fn = lambda state: jax.tree.map(lambda x: x[None], learner_fn(jax.tree.map(lambda x: x[0], state)))
+        def slot_fn(state: LearnerState) -> ExperimentOutput:
+            out = learner_fn(jax.tree.map(lambda x: x[0], state))
+            return jax.tree.map(lambda x: x[None], out)
+
     else:
         slot_fn = jax.vmap(learner_fn, axis_name="batch")
     learn = jax.pmap(slot_fn, axis_name="device")
