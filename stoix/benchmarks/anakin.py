@@ -426,8 +426,8 @@ def main() -> None:
         if config == "TRAIN":
             train_row(args.seeds)
             continue
-        runs = q_runs.get(config) or [train(config, seed) for seed in range(args.seeds)]
         if config == "DQN":
+            runs = q_runs.get(config) or [train(config, seed) for seed in range(args.seeds)]
             sps = statistics.median(r["sps"] for r in runs)
             returns = ", ".join(f"{r['return']:.0f}" for r in runs)
             print(
@@ -438,7 +438,12 @@ def main() -> None:
                 f"{REFERENCE_DQN[1]:,})"
             )
             continue
-        base_sps = statistics.median(baseline(config, seed) for seed in range(args.seeds))
+        # Interleaved by seed, so drifts in machine load hit both alike.
+        runs, base_runs = [], []
+        for seed in range(args.seeds):
+            runs.append(train(config, seed))
+            base_runs.append(baseline(config, seed))
+        base_sps = statistics.median(base_runs)
         sps = statistics.median(r["sps"] for r in runs)
         compile_s = statistics.median(r["compile_s"] for r in runs)
         wall_s = statistics.median(r["wall_s"] for r in runs)
