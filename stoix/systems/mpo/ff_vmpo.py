@@ -37,6 +37,7 @@ from stoix.architectures.anakin import init_learner_state, run_from_cli
 from stoix.base_types import ActorApply, ExperimentOutput, Observation, SystemSetup
 from stoix.networks.base import make_actor, make_critic
 from stoix.networks.distributions import AffineTanhNormal
+from stoix.utils import shuffle
 from stoix.utils.config import CONFIG_DIR, check_overrides, require
 from stoix.utils.multistep import truncated_gae
 from stoix.utils.running_statistics import (
@@ -274,7 +275,7 @@ def get_learner_fn(
     ) -> tuple[tuple[_UpdateCarry, Any], dict]:
         update, old_actor = carry
         key, shuffle_key = jax.random.split(update.key)
-        permutation = jax.random.permutation(shuffle_key, batch_size)
+        permutation = shuffle.permutation(shuffle_key, batch_size)
         minibatches = jax.tree.map(lambda x: x[permutation].reshape(-1, minibatch_size, *x.shape[1:]), batch)
         return jax.lax.scan(_update_minibatch, (update._replace(key=key), old_actor), minibatches)
 

@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 from stoix.architectures.anakin import init_learner_state, run_from_cli
 from stoix.base_types import ActorApply, ExperimentOutput, Observation, SystemSetup
 from stoix.networks.base import make_actor
+from stoix.utils import shuffle
 from stoix.utils.action_spaces import require_action_space
 from stoix.utils.config import CONFIG_DIR, check_overrides, require
 from stoix.utils.sizes import AnakinSizes
@@ -130,7 +131,7 @@ def get_learner_fn(
 
     def _update_epoch(carry: _UpdateCarry, batch: PQNBatch) -> tuple[_UpdateCarry, dict]:
         key, shuffle_key = jax.random.split(carry.key)
-        permutation = jax.random.permutation(shuffle_key, batch_size)
+        permutation = shuffle.permutation(shuffle_key, batch_size)
         minibatches = jax.tree.map(lambda x: x[permutation].reshape(-1, minibatch_size, *x.shape[1:]), batch)
         return jax.lax.scan(_update_minibatch, carry._replace(key=key), minibatches)
 

@@ -25,9 +25,10 @@ import optax
 import rlax
 from omegaconf import DictConfig
 
-from stoix.architectures.anakin import init_learner_state, run_from_cli
+from stoix.architectures.anakin import init_learner_state, map_slots, run_from_cli
 from stoix.base_types import ActorApply, ActorCriticParams, ExperimentOutput, Observation, SystemSetup
 from stoix.networks.base import make_actor, make_critic
+from stoix.utils import shuffle
 from stoix.utils.config import CONFIG_DIR, check_overrides, require
 from stoix.utils.multistep import truncated_gae
 from stoix.utils.running_statistics import (
@@ -295,7 +296,7 @@ def get_learner_fn(
 
     def _update_epoch(carry: _UpdateCarry, batch: PPOBatch) -> tuple[_UpdateCarry, dict]:
         key, shuffle_key = jax.random.split(carry.key)
-        permutation = jax.random.permutation(shuffle_key, batch_size)
+        permutation = shuffle.permutation(shuffle_key, batch_size)
         minibatches = jax.tree.map(lambda x: x[permutation.reshape(-1, minibatch_size)], batch)
         carry, metrics = jax.lax.scan(_update_minibatch, carry._replace(key=key), minibatches)
         return carry, metrics
@@ -426,16 +427,7 @@ def learner_setup(
     # NOTE: no buffer donation. Donating the learner state makes XLA's CPU backend insert
     # copies inside the compiled loops: config A of `make benchmark` trained ~20% slower with
     # it (same program, same process). PPO's state is small, so keeping two copies is cheap.
-    if sizes.update_batch_size == 1:
-        # NOTE: one slot per device runs unbatched. Under a vmap of size one XLA's CPU backend
-        # lays some gathered arrays out around the unit axis and copies them back each epoch.
-        def slot_fn(state: LearnerState) -> ExperimentOutput:
-            out = learner_fn(jax.tree.map(lambda x: x[0], state))
-            return jax.tree.map(lambda x: x[None], out)
-
-    else:
-        slot_fn = jax.vmap(learner_fn, axis_name="batch")
-    learn = jax.pmap(slot_fn, axis_name="device")
+    learn = jax.pmap(map_slots(learner_fn, sizes), axis_name="device")
 
     def act(eval_params: EvalParams, observation: Observation, key: chex.PRNGKey, greedy: bool) -> chex.Array:
         pi = actor.apply(eval_params.actor, _normalize_obs(eval_params.obs_norm, observation))

@@ -31,6 +31,7 @@ from stoix.architectures.sebulba import SebulbaSystem, policy_act, run_from_cli
 from stoix.base_types import ActorCriticParams, Observation
 from stoix.networks.base import make_actor, make_critic
 from stoix.systems.ppo.anakin.ff_ppo import PPOBatch, actor_loss, critic_loss, ppo_loss
+from stoix.utils import shuffle
 from stoix.utils.config import CONFIG_DIR, check_overrides, require
 from stoix.utils.multistep import truncated_gae
 from stoix.utils.sizes import SebulbaSizes
@@ -109,7 +110,7 @@ def make_update_fn(actor: Any, critic: Any, optimizer: Any, cfg: DictConfig, bat
         batch = jax.tree.map(lambda x: x.reshape(batch_size, *x.shape[2:]), batch)
 
         def _epoch(carry: tuple, epoch_key: chex.PRNGKey) -> tuple[tuple, dict]:
-            permutation = jax.random.permutation(epoch_key, batch_size)
+            permutation = shuffle.permutation(epoch_key, batch_size)
             minibatches = jax.tree.map(
                 lambda x: x[permutation].reshape(-1, minibatch_size, *x.shape[1:]), batch
             )
