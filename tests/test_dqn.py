@@ -345,3 +345,40 @@ def test_rainbow_loss_and_priorities_by_hand():
     np.testing.assert_allclose(
         new_priorities(per_sample, jnp.array([0.3, 0.0])), [truncated + 1e-6, 0.0], rtol=1e-5
     )
+
+
+class _BufferBuilt(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    "config_name, module",
+    [
+        ("default/anakin/default_ff_rainbow", "stoix.systems.q_learning.ff_rainbow"),
+        ("default/anakin/default_rec_r2d2", "stoix.systems.q_learning.rec_r2d2"),
+    ],
+)
+def test_prioritised_buffer_is_built_for_this_backend(config_name, module, monkeypatch):
+    # flashbax defaults to its CPU sum-tree update (a scan of one-item updates) whatever the
+    # backend; the systems must name the backend they run on.
+    import importlib
+
+    import flashbax as fbx
+
+    from stoix.utils.sizes import anakin_sizes
+    from stoix.wrappers.factory import make_env
+
+    seen = {}
+
+    def record(**kwargs):
+        seen.update(kwargs)
+        raise _BufferBuilt
+
+    system = importlib.import_module(module)
+    monkeypatch.setattr(fbx, "make_prioritised_trajectory_buffer", record)
+    cfg = compose_config(config_name, [])
+    sizes = anakin_sizes(cfg.arch, int(cfg.system.rollout_length), jax.device_count())
+    env, _ = make_env(cfg.env)
+    with pytest.raises(_BufferBuilt):
+        system.learner_setup(env, cfg, sizes, jax.random.PRNGKey(0))
+    assert seen["device"] == jax.default_backend()

@@ -206,6 +206,9 @@ def learner_setup(env: Any, config: DictConfig, sizes: AnakinSizes, key: chex.PR
         min_length_time_axis=replay.sequence_length,
         max_length_time_axis=replay.time_axis,
         priority_exponent=float(cfg.priority_exponent),
+        # flashbax's own default is "cpu" on every backend: a scan of one-item sum-tree updates,
+        # thousands of sequential kernels per batch on a GPU; on a GPU/TPU it vectorises them.
+        device=jax.default_backend(),
     )
     obs_spec = env.observation_spec
     num_actions = int(env.action_spec.num_values)
