@@ -29,7 +29,7 @@ import optax
 import rlax
 from omegaconf import DictConfig
 
-from stoix.architectures.anakin import init_learner_state, run_from_cli
+from stoix.architectures.anakin import init_learner_state, map_slots, run_from_cli
 from stoix.base_types import ActorApply, ExperimentOutput, Observation, SystemSetup
 from stoix.networks.base import make_actor, make_q_critics
 from stoix.utils.action_spaces import require_action_space
@@ -375,7 +375,7 @@ def learner_setup(
     learner_fn = get_learner_fn(
         env, actor.apply, optimizers, buffer, critic_loss_fn, actor_loss_fn, bounds, sizes, config
     )
-    learn = jax.pmap(jax.vmap(learner_fn, axis_name="batch"), axis_name="device", donate_argnums=0)
+    learn = jax.pmap(map_slots(learner_fn, sizes), axis_name="device", donate_argnums=0)
     noise_scale = float(cfg.exploration_noise) * bounds.half_range
 
     def act(params: Any, observation: Observation, key: chex.PRNGKey, greedy: bool) -> chex.Array:

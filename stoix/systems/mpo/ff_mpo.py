@@ -33,7 +33,7 @@ import optax
 import rlax
 from omegaconf import DictConfig
 
-from stoix.architectures.anakin import init_learner_state, run_from_cli
+from stoix.architectures.anakin import init_learner_state, map_slots, run_from_cli
 from stoix.base_types import ActorApply, ExperimentOutput, Observation, SystemSetup
 from stoix.networks.base import make_actor
 from stoix.systems.ddpg.ff_ddpg import Transition, bootstrap_point, first, make_buffer, pmean_over
@@ -335,7 +335,7 @@ def learner_setup(
     learner_fn = get_learner_fn(
         env, actor.apply, optimizers, buffer, critic_loss_fn, policy_loss_fn, sizes, config
     )
-    learn = jax.pmap(jax.vmap(learner_fn, axis_name="batch"), axis_name="device", donate_argnums=0)
+    learn = jax.pmap(map_slots(learner_fn, sizes), axis_name="device", donate_argnums=0)
 
     def act(params: Any, observation: Observation, key: chex.PRNGKey, greedy: bool) -> chex.Array:
         pi = actor.apply(params, observation)

@@ -33,7 +33,7 @@ import optax
 import rlax
 from omegaconf import DictConfig
 
-from stoix.architectures.anakin import init_learner_state, run_from_cli
+from stoix.architectures.anakin import init_learner_state, map_slots, run_from_cli
 from stoix.base_types import ActorApply, ExperimentOutput, Observation, SystemSetup
 from stoix.networks.base import make_actor, make_critic
 from stoix.networks.distributions import AffineTanhNormal
@@ -368,7 +368,7 @@ def learner_setup(env: Any, config: DictConfig, sizes: AnakinSizes, key: chex.PR
         return LearnerState(params, opt_states, key, env_state, timestep, obs_norm)
 
     learner_fn = get_learner_fn(env, actor.apply, critic.apply, optimizers, sizes, config)
-    learn = jax.pmap(jax.vmap(learner_fn, axis_name="batch"), axis_name="device", donate_argnums=0)
+    learn = jax.pmap(map_slots(learner_fn, sizes), axis_name="device", donate_argnums=0)
 
     def act(eval_params: EvalParams, observation: Observation, key: chex.PRNGKey, greedy: bool) -> chex.Array:
         pi = actor.apply(eval_params.actor, _normalize_obs(eval_params.obs_norm, observation))

@@ -27,7 +27,7 @@ import optax
 import rlax
 from omegaconf import DictConfig
 
-from stoix.architectures.anakin import init_learner_state, run_from_cli
+from stoix.architectures.anakin import init_learner_state, map_slots, run_from_cli
 from stoix.base_types import ActorApply, ExperimentOutput, Observation, SystemSetup
 from stoix.networks.base import make_actor
 from stoix.utils.action_spaces import require_action_space
@@ -296,7 +296,7 @@ def learner_setup(
         huber_delta=float(cfg.huber_delta),
     )
     learner_fn = get_learner_fn(env, q_network.apply, optimizer, buffer, loss_fn, sizes, config, q_values_of)
-    learn = jax.pmap(jax.vmap(learner_fn, axis_name="batch"), axis_name="device", donate_argnums=0)
+    learn = jax.pmap(map_slots(learner_fn, sizes), axis_name="device", donate_argnums=0)
     evaluation_epsilon = float(cfg.evaluation_epsilon)
 
     def act(params: Any, observation: Observation, key: chex.PRNGKey, greedy: bool) -> chex.Array:

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import optax
 from omegaconf import DictConfig
 
-from stoix.architectures.anakin import init_learner_state, run_from_cli
+from stoix.architectures.anakin import init_learner_state, map_slots, run_from_cli
 from stoix.base_types import ActorApply, ExperimentOutput, Observation, SystemSetup
 from stoix.networks.base import make_actor
 from stoix.systems.q_learning.ff_dqn import (
@@ -233,7 +233,7 @@ def learner_setup(env: Any, config: DictConfig, sizes: AnakinSizes, key: chex.PR
         )
 
     learner_fn = get_learner_fn(env, q_network.apply, optimizer, buffer, sizes, config)
-    learn = jax.pmap(jax.vmap(learner_fn, axis_name="batch"), axis_name="device", donate_argnums=0)
+    learn = jax.pmap(map_slots(learner_fn, sizes), axis_name="device", donate_argnums=0)
     evaluation_epsilon = float(cfg.evaluation_epsilon)
 
     def act(params: Any, observation: Observation, key: chex.PRNGKey, greedy: bool) -> chex.Array:

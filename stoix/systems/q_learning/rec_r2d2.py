@@ -32,7 +32,7 @@ import optax
 import rlax
 from omegaconf import DictConfig
 
-from stoix.architectures.anakin import init_learner_state, run_from_cli
+from stoix.architectures.anakin import init_learner_state, map_slots, run_from_cli
 from stoix.base_types import ActorApply, ExperimentOutput, Observation, SystemSetup
 from stoix.networks.recurrent import make_recurrent_q_network
 from stoix.systems.q_learning.ff_dqn import OnlineAndTarget, update_target
@@ -370,7 +370,7 @@ def learner_setup(env: Any, config: DictConfig, sizes: AnakinSizes, key: chex.PR
         rescaling_eps=float(cfg.value_rescaling_eps) if cfg.value_rescaling else None,
     )
     learner_fn = get_learner_fn(env, q_network.apply, optimizer, buffer, loss_fn, sizes, config)
-    learn = jax.pmap(jax.vmap(learner_fn, axis_name="batch"), axis_name="device", donate_argnums=0)
+    learn = jax.pmap(map_slots(learner_fn, sizes), axis_name="device", donate_argnums=0)
     evaluation_epsilon = float(cfg.evaluation_epsilon)
 
     def act(params: Any, observation: Observation, key: chex.PRNGKey, greedy: bool, carry: Any) -> tuple:

@@ -24,7 +24,7 @@ import optax
 import rlax
 from omegaconf import DictConfig
 
-from stoix.architectures.anakin import init_learner_state, run_from_cli
+from stoix.architectures.anakin import init_learner_state, map_slots, run_from_cli
 from stoix.base_types import ActorApply, ExperimentOutput, Observation, SystemSetup
 from stoix.networks.base import make_actor, make_q_critics
 from stoix.systems.ddpg.ff_ddpg import (
@@ -281,7 +281,7 @@ def learner_setup(env: Any, config: DictConfig, sizes: AnakinSizes, key: chex.PR
         sizes,
         config,
     )
-    learn = jax.pmap(jax.vmap(learner_fn, axis_name="batch"), axis_name="device", donate_argnums=0)
+    learn = jax.pmap(map_slots(learner_fn, sizes), axis_name="device", donate_argnums=0)
 
     def act(params: Any, observation: Observation, key: chex.PRNGKey, greedy: bool) -> chex.Array:
         pi = actor.apply(params, observation)

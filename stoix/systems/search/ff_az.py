@@ -27,7 +27,7 @@ import optax
 import rlax
 from omegaconf import DictConfig
 
-from stoix.architectures.anakin import init_learner_state, run_from_cli
+from stoix.architectures.anakin import init_learner_state, map_slots, run_from_cli
 from stoix.base_types import ActorApply, ActorCriticParams, ExperimentOutput, Observation, SystemSetup
 from stoix.networks.base import make_actor, make_critic
 from stoix.systems.ddpg.ff_ddpg import bootstrap_point, first, make_buffer, pmean_over
@@ -394,7 +394,7 @@ def learner_setup(env: Any, config: DictConfig, sizes: AnakinSizes, key: chex.PR
         buffer_state = buffer.add(buffer.init(jax.tree.map(lambda x: x[0, 0], traj)), traj)
         return state._replace(buffer_state=buffer_state)
 
-    learn = jax.pmap(jax.vmap(learner_fn, axis_name="batch"), axis_name="device", donate_argnums=0)
+    learn = jax.pmap(map_slots(learner_fn, sizes), axis_name="device", donate_argnums=0)
 
     if cfg.evaluate_with_search:
         eval_search = {

@@ -27,7 +27,7 @@ import optax
 from omegaconf import DictConfig
 from tensorflow_probability.substrates import jax as tfp
 
-from stoix.architectures.anakin import init_learner_state, run_from_cli
+from stoix.architectures.anakin import init_learner_state, map_slots, run_from_cli
 from stoix.base_types import ActorApply, ExperimentOutput, Observation, SystemSetup
 from stoix.networks.base import make_actor, make_critic
 from stoix.systems.ddpg.ff_ddpg import first, make_buffer, pmean_over
@@ -432,7 +432,7 @@ def build(
         buffer_state = buffer.add(buffer.init(jax.tree.map(lambda x: x[0, 0], traj)), traj)
         return state._replace(buffer_state=buffer_state)
 
-    learn = jax.pmap(jax.vmap(learner_fn, axis_name="batch"), axis_name="device", donate_argnums=0)
+    learn = jax.pmap(map_slots(learner_fn, sizes), axis_name="device", donate_argnums=0)
 
     if cfg.evaluate_with_search:
 
