@@ -54,8 +54,8 @@ def map_slots(learner_fn: Callable, sizes: AnakinSizes) -> Callable:
 
     NOTE: under a `vmap` of size one XLA's CPU backend lays some arrays out around the unit axis
     and copies them back inside the compiled loops (ff_ppo's epoch batch on Breakout: 3.3 MB per
-    epoch), so a single slot runs unbatched. Measured per system (docs/benchmarks.md): 4% to
-    2.3x faster for most; ff_awr, rec_ppo and ff_sampled_mz ran slower or no faster unbatched
+    epoch), so a single slot runs unbatched. Measured per system (docs/benchmarks.md): from no
+    change to 2.3x faster; ff_awr, rec_ppo and ff_sampled_mz ran slower or no faster unbatched
     and keep `jax.vmap` of every size.
     """
     if sizes.update_batch_size > 1:

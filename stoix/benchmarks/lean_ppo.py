@@ -4,9 +4,9 @@ Written for `stoix.benchmarks.anakin` so Stoix's throughput can be compared, in 
 process and on the same jax, with the design PureJaxRL popularised: one jitted function, no
 pmap/vmap over learners, values computed during the rollout, one actor-critic module, GAE
 bootstrapped from the last value, each epoch shuffled with `jax.random.permutation` (`ff_ppo`
-uses `stoix.utils.shuffle.permutation`, the same distribution from cheaper sorts on a CPU). It
-implements the same updates at the same sizes as `ff_ppo` (it is not a copy of PureJaxRL's
-code) and is not used for training.
+uses `stoix.utils.shuffle.permutation`: uniform by jax's own criterion, from cheaper sorts on a
+CPU). It implements the same updates at the same sizes as `ff_ppo` (it is not a copy of
+PureJaxRL's code) and is not used for training.
 """
 
 from collections.abc import Sequence

@@ -11,7 +11,7 @@ took 11 ms of each ~100 ms epoch.
 one sort of uint32 keys carries the indices with it; ties between the remaining random bits
 are broken by position, as a stable sort of pairs would break them. With b = 32 - ceil(log2 n)
 random bits per round it takes ceil(3 log n / (b log 2)) rounds, the same criterion as
-jax.random.permutation's with its 32 bits (3 rounds for n = 32,768, one for n <= 512). Where
+jax.random.permutation's with its 32 bits (one round for n <= 256, 3 for n = 32,768). Where
 fewer than 8 random bits would be left (n > 2^24) it calls jax.random.permutation.
 """
 
