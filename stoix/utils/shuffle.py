@@ -24,10 +24,13 @@ import jax.numpy as jnp
 _MIN_RANDOM_BITS = 8
 
 
+def _index_bits(n: int) -> int:
+    return max(1, (n - 1).bit_length())
+
+
 def num_rounds(n: int) -> int:
     """Sort rounds for a permutation of n elements; 0 means jax.random.permutation is used."""
-    index_bits = max(1, (n - 1).bit_length())
-    random_bits = 32 - index_bits
+    random_bits = 32 - _index_bits(n)
     if random_bits < _MIN_RANDOM_BITS:
         return 0
     return max(1, math.ceil(3 * math.log(max(n, 2)) / (random_bits * math.log(2))))
@@ -38,8 +41,7 @@ def permutation(key: chex.PRNGKey, n: int) -> chex.Array:
     rounds = num_rounds(n)
     if rounds == 0:
         return jax.random.permutation(key, n)
-    index_bits = max(1, (n - 1).bit_length())
-    low = jnp.uint32((1 << index_bits) - 1)
+    low = jnp.uint32((1 << _index_bits(n)) - 1)
     positions = jnp.arange(n, dtype=jnp.uint32)
     order = positions
     for round_key in jax.random.split(key, rounds):

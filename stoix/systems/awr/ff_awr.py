@@ -373,6 +373,7 @@ def learner_setup(
         sizes,
         config,
     )
+    # NOTE: jax.vmap even for one slot: unbatched (anakin.map_slots) ran 20% slower here (docs/benchmarks.md).
     learn = jax.pmap(jax.vmap(learner_fn, axis_name="batch"), axis_name="device", donate_argnums=0)
 
     def act(params: Any, observation: Observation, key: chex.PRNGKey, greedy: bool) -> chex.Array:

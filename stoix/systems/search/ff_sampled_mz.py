@@ -565,6 +565,7 @@ def learner_setup(env: Any, config: DictConfig, sizes: AnakinSizes, key: chex.PR
         buffer_state = buffer.add(buffer.init(jax.tree.map(lambda x: x[0, 0], traj)), traj)
         return state._replace(buffer_state=buffer_state)
 
+    # NOTE: jax.vmap even for one slot: unbatched (anakin.map_slots) ran no faster here (docs/benchmarks.md).
     learn = jax.pmap(jax.vmap(learner_fn, axis_name="batch"), axis_name="device", donate_argnums=0)
 
     if cfg.evaluate_with_search:

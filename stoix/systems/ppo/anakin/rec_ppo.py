@@ -282,6 +282,7 @@ def learner_setup(env: Any, config: DictConfig, sizes: AnakinSizes, key: chex.PR
         return LearnerState(params, optimizer.init(params), key, env_state, timestep, reset, carry)
 
     learner_fn = get_learner_fn(env, actor.apply, critic.apply, optimizer, sizes, config)
+    # NOTE: jax.vmap even for one slot: unbatched (anakin.map_slots) ran 6% slower here (docs/benchmarks.md).
     learn = jax.pmap(jax.vmap(learner_fn, axis_name="batch"), axis_name="device", donate_argnums=0)
 
     def act(
