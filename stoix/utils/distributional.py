@@ -11,9 +11,8 @@ took 532 us, of which the vmapped projection was ~300 us, against 83 us for ff_d
 - the quantile Huber loss computes its value and its gradient in one pass over the (B, N, N)
   pairwise errors (a custom VJP), instead of keeping them for the backward pass.
 tests/test_distributional.py checks values and gradients against rlax's, truncation included.
-ff_c51, ff_rainbow and ff_d4pg use the categorical losses. ff_qr_dqn uses vmapped rlax, not
-`quantile_q_learning`: once YNNPACK's CPU reductions are off (stoix/utils/xla_flags.py) the
-two train equally fast (docs/benchmarks.md, row (g)).
+ff_c51, ff_rainbow and ff_d4pg use the categorical losses, ff_qr_dqn `quantile_q_learning`
+(with YNNPACK's CPU reductions off, stoix/utils/xla_flags.py; docs/benchmarks.md, row (g)).
 
 Shapes: B samples, A actions, K atoms (C51) or N quantiles (QR-DQN); the networks' layout,
 actions before atoms: (B, A, K). rlax's quantile functions take (N, A) per sample instead.

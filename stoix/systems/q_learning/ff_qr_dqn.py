@@ -2,8 +2,8 @@
 
 From ff_dqn.py; what changed: the network predicts `system.num_quantiles` quantiles of the
 return for each action, trained with the quantile Huber loss against the n-step target
-quantiles of the greedy next action (rlax.quantile_q_learning). Acting and evaluation use
-the quantiles' means.
+quantiles of the greedy next action (rlax.quantile_q_learning's loss, batched). Acting and
+evaluation use the quantiles' means.
 
     python stoix/systems/q_learning/ff_qr_dqn.py system.num_quantiles=50
 """
@@ -26,11 +26,11 @@ import chex
 import hydra
 import jax
 import jax.numpy as jnp
-import rlax
 from omegaconf import DictConfig
 
 from stoix.architectures.anakin import run_from_cli
 from stoix.systems.q_learning import ff_dqn
+from stoix.utils import distributional
 from stoix.utils.config import CONFIG_DIR, check_overrides
 from stoix.utils.multistep import n_step_bootstrap
 
@@ -53,16 +53,20 @@ def quantile_q_loss(
     dist_t = apply_fn(target_params, jax.tree.map(lambda x: x[jnp.arange(x.shape[0]), index], batch.next_obs))
     num_quantiles = dist_tm1.atoms.shape[-1]
     tau = (jnp.arange(num_quantiles, dtype=jnp.float32) + 0.5) / num_quantiles
-    # NOTE: vmapped rlax, not the batched stoix.utils.distributional.quantile_q_learning: with
-    # YNNPACK's reductions off (top of this file) the two train equally fast (1e5 steps, seed 42,
-    # two runs each: 28,068 / 29,864 against 32,259 / 25,142 steps/s), so the library's stays.
-    # rlax wants quantiles first: (quantiles, actions).
-    quantiles_tm1 = jnp.swapaxes(dist_tm1.atoms, -1, -2)
-    quantiles_t = jnp.swapaxes(dist_t.atoms, -1, -2)
-    per_sample = jax.vmap(
-        functools.partial(rlax.quantile_q_learning, huber_param=huber_delta),
-        in_axes=(0, None, 0, 0, 0, 0, 0),
-    )(quantiles_tm1, tau, batch.action[:, 0], g, discount, quantiles_t, quantiles_t)
+    # NOTE: the batched loss of stoix.utils.distributional, equal to vmapped
+    # rlax.quantile_q_learning (tests/test_distributional.py) but computing its gradient in the
+    # same pass over the (batch, N, N) pairwise errors: ~9% more steps/s here
+    # (docs/benchmarks.md, row (g)). The target quantiles are those of the greedy next action.
+    per_sample = distributional.quantile_q_learning(
+        dist_tm1.atoms,
+        tau,
+        batch.action[:, 0],
+        g,
+        discount,
+        dist_t.atoms,
+        dist_t.atoms,
+        huber_param=huber_delta,
+    )
     value = jnp.mean(per_sample)
     return value, {"q_loss": value, "mean_q": jnp.mean(dist_tm1.q_values)}
 
