@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 from stoix.architectures.sebulba import SebulbaSystem, policy_act, run_from_cli
 from stoix.base_types import ActorCriticParams, Observation
 from stoix.networks.base import make_actor, make_critic
-from stoix.systems.ppo.anakin.ff_ppo import PPOBatch, actor_loss, critic_loss, ppo_loss
+from stoix.systems.ppo.anakin.ff_ppo import PPOBatch, actor_loss, critic_loss, ppo_loss, rollout_values
 from stoix.utils import shuffle
 from stoix.utils.config import CONFIG_DIR, check_overrides, require
 from stoix.utils.multistep import truncated_gae
@@ -95,9 +95,18 @@ def make_update_fn(actor: Any, critic: Any, optimizer: Any, cfg: DictConfig, bat
         return (optax.apply_updates(params, updates), opt_state), metrics
 
     def update(params: ActorCriticParams, opt_state: Any, traj: Trajectory, key: chex.PRNGKey) -> tuple:
-        # CALCULATE ADVANTAGE: truncation-aware GAE, as on Anakin
-        v_tm1 = critic.apply(params.critic, traj.obs)
-        v_t = critic.apply(params.critic, traj.next_obs)
+        # CALCULATE ADVANTAGE: truncation-aware GAE, as on Anakin, with Anakin's one critic pass
+        # over the rollout's observations (a step that did not end an episode has the next
+        # step's observation as its next one). The observation after the rollout is the last
+        # step's next one; truncated episodes' final observations are gathered on their own.
+        v_tm1, v_t = rollout_values(
+            lambda o: critic.apply(params.critic, o),
+            traj.obs,
+            jax.tree.map(lambda x: x[-1], traj.next_obs),
+            traj.next_obs,
+            traj.done & (traj.discount > 0),
+            max_truncations=traj.done.shape[1],
+        )
         advantage, target = truncated_gae(
             traj.reward,
             float(sys_cfg.gamma) * traj.discount,
