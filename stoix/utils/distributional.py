@@ -8,8 +8,9 @@ took 532 us, of which the vmapped projection was ~300 us, against 83 us for ff_d
   (O(B K)) instead of building rlax's (B, K, K) hat-function matrix;
 - the taken and greedy actions are picked with one-hot sums over the (few) actions instead of
   per-sample gathers, whose gradients are scatters;
-- the quantile Huber loss computes its value and its gradient in one pass over the (B, N, N)
-  pairwise errors (a custom VJP), instead of keeping them for the backward pass.
+- the quantile Huber loss computes its gradient beside its value in the forward pass (a custom
+  VJP), so nothing of size (B, N, N) is kept for the backward pass (XLA still evaluates the
+  pairwise errors once for each of the two reductions).
 tests/test_distributional.py checks values and gradients against rlax's, truncation included.
 ff_c51, ff_rainbow and ff_d4pg use the categorical losses, ff_qr_dqn `quantile_q_learning`
 (with YNNPACK's CPU reductions off, stoix/utils/xla_flags.py; docs/benchmarks.md, row (g)).

@@ -54,8 +54,8 @@ def quantile_q_loss(
     num_quantiles = dist_tm1.atoms.shape[-1]
     tau = (jnp.arange(num_quantiles, dtype=jnp.float32) + 0.5) / num_quantiles
     # NOTE: the batched loss of stoix.utils.distributional, equal to vmapped
-    # rlax.quantile_q_learning (tests/test_distributional.py) but computing its gradient in the
-    # same pass over the (batch, N, N) pairwise errors: ~9% more steps/s here
+    # rlax.quantile_q_learning (tests/test_distributional.py) but computing its gradient beside
+    # its value, so no (batch, N, N) array waits for the backward pass: ~9% more steps/s here
     # (docs/benchmarks.md, row (g)). The target quantiles are those of the greedy next action.
     per_sample = distributional.quantile_q_learning(
         dist_tm1.atoms,
