@@ -65,6 +65,24 @@ def record(
     )
 
 
+def trajectory_values(
+    critic: Callable[[Observation], chex.Array], traj: Trajectory, max_truncations: int | None = None
+) -> tuple:
+    """Values of a rollout's observations and true next observations, each (T, E), with
+    Anakin's one critic pass (ff_ppo.rollout_values): a step that did not end an episode has
+    the next step's observation as its next one, the observation after the rollout is the
+    last step's next one, and up to `max_truncations` (default: one per environment) truncated
+    episodes' final observations are gathered on their own."""
+    return rollout_values(
+        critic,
+        traj.obs,
+        jax.tree.map(lambda x: x[-1], traj.next_obs),
+        traj.next_obs,
+        traj.done & (traj.discount > 0),
+        max_truncations=traj.done.shape[1] if max_truncations is None else max_truncations,
+    )
+
+
 def make_update_fn(actor: Any, critic: Any, optimizer: Any, cfg: DictConfig, batch_size: int) -> Callable:
     """PPO's learning step for one learner device's share of the rollouts (pmapped)."""
     sys_cfg = cfg.system
@@ -95,18 +113,8 @@ def make_update_fn(actor: Any, critic: Any, optimizer: Any, cfg: DictConfig, bat
         return (optax.apply_updates(params, updates), opt_state), metrics
 
     def update(params: ActorCriticParams, opt_state: Any, traj: Trajectory, key: chex.PRNGKey) -> tuple:
-        # CALCULATE ADVANTAGE: truncation-aware GAE, as on Anakin, with Anakin's one critic pass
-        # over the rollout's observations (a step that did not end an episode has the next
-        # step's observation as its next one). The observation after the rollout is the last
-        # step's next one; truncated episodes' final observations are gathered on their own.
-        v_tm1, v_t = rollout_values(
-            lambda o: critic.apply(params.critic, o),
-            traj.obs,
-            jax.tree.map(lambda x: x[-1], traj.next_obs),
-            traj.next_obs,
-            traj.done & (traj.discount > 0),
-            max_truncations=traj.done.shape[1],
-        )
+        # CALCULATE ADVANTAGE: truncation-aware GAE, as on Anakin
+        v_tm1, v_t = trajectory_values(lambda o: critic.apply(params.critic, o), traj)
         advantage, target = truncated_gae(
             traj.reward,
             float(sys_cfg.gamma) * traj.discount,
